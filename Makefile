@@ -1,0 +1,58 @@
+# Two commands for a fresh machine: `make book` (build the HTML book) and `make test` (everything CI checks).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHARED_DATA := $(abspath ../shared/data)
+# Offline copies of the data sets, when a mirror folder sits beside the checkout (CI, this machine).
+ifneq ($(wildcard $(SHARED_DATA)),)
+export GPT2_CORE_MIRROR ?= $(SHARED_DATA)
+endif
+export PYTHONHASHSEED := 0
+
+.PHONY: book test unit nbval export-check book-strict lab notebooks export bench lock clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev,book,bench]"
+	touch $@
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --quiet
+	@echo "The book is at file://$(abspath _build/html/index.html)"
+
+test: $(STAMP) unit export-check nbval book-strict
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+nbval: $(STAMP)
+	$(BIN)/python -m pytest --nbval chapters --nbval-current-env \
+		--nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 600
+
+export-check: $(STAMP)
+	$(BIN)/python -m gpt2_core.nbexport --check
+
+book-strict: $(STAMP)
+	rm -rf _build/html
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab chapters/
+
+notebooks: $(STAMP)
+	$(BIN)/python scripts/execute_notebooks.py chapters/*.ipynb
+	$(BIN)/python -m gpt2_core.nbexport
+
+export: $(STAMP)
+	$(BIN)/python -m gpt2_core.nbexport
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+lock: $(STAMP)
+	$(BIN)/python scripts/lock.py > requirements/constraints.txt
+
+clean:
+	rm -rf _build .pytest_cache
