@@ -3,7 +3,6 @@
 # %% chapters/01_tokenization.ipynb, cell 19
 import abc
 import functools
-import hashlib
 import heapq
 import importlib.util
 import json
