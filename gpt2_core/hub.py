@@ -2,7 +2,7 @@
 
 `fetch_weights(name)` returns a verified local `model.safetensors` for one of the released
 sizes, looked up like every data set: the cache (``$GPT2_CORE_CACHE``), then the mirror folder
-(``$GPT2_CORE_MIRROR``, as ``<name>/model.safetensors``), then a download from a pinned hub
+(``$GPT2_CORE_MIRROR``, as ``<name>-model.safetensors``), then a download from a pinned hub
 revision (not when ``$GPT2_CORE_OFFLINE`` is set). The file must match its sha256; downloads are
 written to a temporary name and renamed into place. These files are not in `data.REGISTRY`:
 they are model weights, not data sets.
@@ -26,7 +26,7 @@ HF_REPOS = {
 WEIGHTS: dict[str, data.DataSet] = {
     "gpt2": data.DataSet(
         name="gpt2-weights",
-        filename="gpt2/model.safetensors",
+        filename="gpt2-model.safetensors",
         sha256="248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707",
         urls=(f"{HUB}/openai-community/gpt2/resolve/607a30d783dfa663caf39e06633721c8d4cfcd7e/model.safetensors",),
         license="MIT (OpenAI, GPT-2 124M weights)",
