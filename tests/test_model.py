@@ -147,3 +147,11 @@ def test_no_bias_variant():
     model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8, bias=False))
     assert all(not name.endswith("bias") for name, _ in model.named_parameters())
     assert model(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 50)
+
+
+def test_package_never_imports_transformers():
+    from gpt2_core.nbexport import ROOT
+
+    for path in (ROOT / "gpt2_core").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "import transformers" not in text and "from transformers" not in text, path
