@@ -1,0 +1,141 @@
+"""Decoding speed: gpt2_core.generate (KV cache) vs transformers' generate, against the memory-bandwidth limit.
+
+    python -m benchmarks.decoding [--quick] [--threads 2] [--prompt 32] [--new 128] [--profile]
+
+Both models are the 124M GPT-2 shape with random weights (speed does not depend on the values),
+fp32 on the CPU, batch 1, greedy decoding of `--new` tokens after a `--prompt`-token prompt.
+Runs of the two alternate, so a busy shared CPU slows both alike; the ratio of the best times is
+the figure to trust. Batch-1 decoding reads every weight once per token, so tokens/s can be at
+most (memory read bandwidth) / (weight bytes per token); the bandwidth is measured in the same
+run by summing a 1 GiB tensor, far larger than the caches.
+
+Also reported: the same generation without the KV cache (shorter, it is slow), our decoding
+without the decode_layout() weight ordering (an ablation), and the throughput of 8 prompts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from unittest import mock
+
+import torch
+
+import gpt2_core.generate as gen
+from gpt2_core.generate import generate
+from gpt2_core.model import GPT, GPTConfig
+
+
+def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
+    """Bytes/s read by x.sum() over a `gib` GiB fp32 tensor (best of `repeats`)."""
+    x = torch.ones(int(gib * 2**30) // 4)
+    x.sum()
+    best = min(timed(x.sum) for _ in range(repeats))
+    return x.nbytes / best
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def weight_bytes_per_token(model: GPT) -> int:
+    """Bytes of weights a batch-1 decode step reads: every parameter once; of the two embedding
+    tables only the tied LM head (all of wte) counts, the position table gives one row."""
+    n = model.num_parameters() - model.transformer.wpe.weight.numel()
+    return n * model.transformer.wte.weight.element_size()
+
+
+def hf_model(config: GPTConfig):
+    import transformers
+
+    cfg = transformers.GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size,
+                                  n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    return model, transformers.GenerationConfig(do_sample=False, eos_token_id=None, pad_token_id=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 timed runs each, shorter no-cache and batch runs")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompt", type=int, default=32)
+    parser.add_argument("--new", type=int, default=128)
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's table for our decoding")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    repeats = 2 if args.quick else 4
+
+    config = GPTConfig()   # 124M
+    ours = GPT(config).eval()
+    plain = GPT(config).eval()          # the ablation: left in (out, in) weight order
+    theirs, hf_config = hf_model(config)
+    prompt = torch.randint(0, config.vocab_size, (1, args.prompt))
+    N = args.new
+
+    def run_ours():
+        out = generate(ours, prompt, N)
+        assert out.tokens.shape == (1, N)
+
+    def run_plain():
+        with mock.patch.object(gen, "decode_layout", lambda model: model):
+            generate(plain, prompt, N)
+
+    def run_hf():
+        with torch.inference_mode():
+            out = theirs.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                                  max_new_tokens=N, generation_config=hf_config)
+        assert out.shape == (1, args.prompt + N)
+
+    bandwidth = read_bandwidth()
+    for fn in (run_ours, run_plain, run_hf):   # warm-up (and decode_layout's one-time reordering)
+        fn()
+    t_ours, t_plain, t_hf, bws = [], [], [], [bandwidth]
+    for _ in range(repeats):
+        t_ours.append(timed(run_ours))
+        t_hf.append(timed(run_hf))
+        t_plain.append(timed(run_plain))
+        bws.append(read_bandwidth(repeats=2))
+    bandwidth = max(bws)
+    wbytes = weight_bytes_per_token(ours)
+    limit = bandwidth / wbytes
+    tok_ours, tok_hf, tok_plain = N / min(t_ours), N / min(t_hf), N / min(t_plain)
+
+    print(f"124M GPT-2, fp32, {args.threads} threads, batch 1, {args.prompt}-token prompt, {N} new tokens, greedy")
+    print(f"memory read bandwidth: {bandwidth / 1e9:.1f} GB/s; weights read per token: {wbytes / 1e6:.0f} MB; "
+          f"limit: {limit:.1f} tokens/s")
+    print(f"gpt2_core (KV cache)         : {tok_ours:6.2f} tokens/s = {tok_ours / limit:5.1%} of the limit")
+    print(f"transformers (its cache)     : {tok_hf:6.2f} tokens/s = {tok_hf / limit:5.1%} of the limit")
+    print(f"gpt2_core, (out, in) weights : {tok_plain:6.2f} tokens/s = {tok_plain / limit:5.1%} of the limit")
+    print(f"speed-up vs transformers     : {tok_ours / tok_hf:.2f}x   (decode_layout alone: {tok_ours / tok_plain:.2f}x)")
+
+    # Without the cache every step recomputes the whole prefix: measure a shorter run.
+    n_short = 16 if args.quick else 64
+    t_cache = min(timed(lambda: generate(ours, prompt, n_short)) for _ in range(2))
+    t_nocache = min(timed(lambda: generate(ours, prompt, n_short, use_cache=False)) for _ in range(1 if args.quick else 2))
+    print(f"{n_short} new tokens: with cache {n_short / t_cache:.2f} tokens/s, without {n_short / t_nocache:.2f} "
+          f"tokens/s: cache speed-up {t_nocache / t_cache:.1f}x")
+
+    # Batched: 8 prompts of different lengths, left-padded.
+    n_batch = 32 if args.quick else N
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, config.vocab_size, (n,), generator=g).tolist() for n in range(args.prompt - 14, args.prompt + 1, 2)]
+    t_batch = min(timed(lambda: generate(ours, prompts, n_batch)) for _ in range(2))
+    t_single = min(timed(lambda: generate(ours, prompt, n_batch)) for _ in range(2))
+    print(f"batch of {len(prompts)} prompts ({len(prompts[0])}-{len(prompts[-1])} tokens), {n_batch} new each: "
+          f"{len(prompts) * n_batch / t_batch:.1f} tokens/s vs {n_batch / t_single:.1f} at batch 1 "
+          f"({len(prompts) * t_single / t_batch:.1f}x throughput)")
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            generate(ours, prompt, 16)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

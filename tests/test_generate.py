@@ -1,0 +1,280 @@
+"""gpt2_core.generate: parity with transformers (greedy, beam search, logits processors), KV cache,
+batching with left padding, streaming, context overflow, and clear errors."""
+
+import pytest
+import torch
+
+from gpt2_core.generate import (GenerationConfig, KVCache, MinP, NoRepeatNGram, RepetitionPenalty, Temperature,
+                                TopK, TopP, apply_processors, decode_layout, generate, left_pad,
+                                next_token_logits, positions, stream)
+from gpt2_core.model import GPT, GPTConfig, from_pretrained
+
+transformers = pytest.importorskip("transformers")
+
+SHAPES = {  # name: (n_layer, n_head, n_embd, block_size, vocab_size)
+    "tiny": (2, 2, 16, 48, 40),
+    "wide": (3, 4, 32, 64, 97),
+}
+
+
+def random_prompts(vocab_size, lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab_size, (n,), generator=g).tolist() for n in lengths]
+
+
+@pytest.fixture(scope="module", params=sorted(SHAPES))
+def pair(request, tmp_path_factory):
+    """The same random weights as a transformers GPT2LMHeadModel and a gpt2_core GPT."""
+    n_layer, n_head, n_embd, block_size, vocab_size = SHAPES[request.param]
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=block_size,
+                                  vocab_size=vocab_size, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                  bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():   # larger than default weights: peaked, varied distributions
+        for p in hf.parameters():
+            p.normal_(0.0, 0.3)
+    directory = tmp_path_factory.mktemp(request.param)
+    hf.save_pretrained(directory)
+    return hf, from_pretrained(directory)
+
+
+def hf_generate(hf, prompts, pad, **kwargs):
+    """transformers' generate on left-padded prompts; returns (new tokens, scores or None)."""
+    ids, mask = left_pad(prompts, pad)
+    gen_config = transformers.GenerationConfig(do_sample=False, pad_token_id=pad, bos_token_id=pad,
+                                               return_dict_in_generate=True, output_scores=True, **kwargs)
+    with torch.no_grad():
+        out = hf.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config)
+    scores = getattr(out, "sequences_scores", None)
+    return out.sequences[:, ids.shape[1]:], scores
+
+
+def frequent_token(ours, prompt, **options):
+    """A token that decoding emits early: a stop token that actually stops something."""
+    options.setdefault("max_new_tokens", 8)
+    return generate(ours, prompt, **options).tokens[0, 2].item()
+
+
+def test_greedy_matches_transformers(pair):
+    hf, ours = pair
+    V = ours.config.vocab_size
+    prompts = random_prompts(V, [6, 3, 9, 1], seed=1)
+    for stop in (None, frequent_token(ours, prompts[0])):
+        stop_tokens = () if stop is None else (stop,)
+        pad = V - 2 if stop is None else stop
+        got = generate(ours, prompts, 12, stop_tokens=stop_tokens, pad_token_id=pad)
+        want, _ = hf_generate(hf, prompts, pad, max_new_tokens=12, eos_token_id=stop)
+        assert torch.equal(got.tokens, want)
+        one_by_one = [generate(ours, p, 12, stop_tokens=stop_tokens, pad_token_id=pad).sequences[0]
+                      for p in prompts]
+        assert got.sequences == one_by_one
+
+
+@pytest.mark.parametrize("num_beams, length_penalty, early_stopping",
+                         [(2, 1.0, False), (3, 0.5, True), (4, 2.0, False), (5, 1.5, True), (3, -1.0, False)])
+def test_beam_search_matches_transformers(pair, num_beams, length_penalty, early_stopping):
+    hf, ours = pair
+    V = ours.config.vocab_size
+    prompts = random_prompts(V, [5, 2, 8], seed=num_beams)
+    options = dict(max_new_tokens=10, num_beams=num_beams, length_penalty=length_penalty,
+                   early_stopping=early_stopping, num_return_sequences=num_beams)
+    stop = frequent_token(ours, prompts[0], **options)
+    got = generate(ours, prompts, stop_tokens=(stop,), pad_token_id=V - 2, **options)
+    want, want_scores = hf_generate(hf, prompts, V - 2, eos_token_id=stop, **options)
+    assert torch.equal(got.tokens, want)
+    assert torch.allclose(got.scores, want_scores, atol=1e-4)
+    assert any(stop in s for s in got.sequences), "the stop token should end some hypothesis"
+    # The same prompts one at a time give the same n-best lists.
+    for i, p in enumerate(prompts):
+        alone = generate(ours, p, stop_tokens=(stop,), pad_token_id=V - 2, **options)
+        assert alone.sequences == got.sequences[i * num_beams:(i + 1) * num_beams]
+        assert torch.allclose(alone.scores, got.scores[i * num_beams:(i + 1) * num_beams], atol=1e-5)
+
+
+def test_beam_without_cache_and_no_repeat(pair):
+    hf, ours = pair
+    V = ours.config.vocab_size
+    prompt = random_prompts(V, [4])
+    options = dict(max_new_tokens=9, num_beams=3, num_return_sequences=2, no_repeat_ngram_size=2,
+                   repetition_penalty=1.3)
+    with_cache = generate(ours, prompt, pad_token_id=V - 2, **options)
+    without = generate(ours, prompt, pad_token_id=V - 2, use_cache=False, **options)
+    want, want_scores = hf_generate(hf, prompt, V - 2, eos_token_id=None, **options)
+    assert torch.equal(with_cache.tokens, want) and torch.equal(without.tokens, want)
+    assert torch.allclose(with_cache.scores, want_scores, atol=1e-4)
+
+
+def hf_processors():
+    g = transformers.generation.logits_process
+    return [
+        (Temperature(0.7), g.TemperatureLogitsWarper(0.7)),
+        (TopK(1), g.TopKLogitsWarper(1)),
+        (TopK(7), g.TopKLogitsWarper(7)),
+        (TopP(0.1), g.TopPLogitsWarper(0.1)),
+        (TopP(0.9), g.TopPLogitsWarper(0.9)),
+        (MinP(0.05), g.MinPLogitsWarper(0.05)),
+        (MinP(0.3), g.MinPLogitsWarper(0.3)),
+        (RepetitionPenalty(1.5), g.RepetitionPenaltyLogitsProcessor(1.5)),
+        (RepetitionPenalty(0.8), g.RepetitionPenaltyLogitsProcessor(0.8)),
+        (NoRepeatNGram(2), g.NoRepeatNGramLogitsProcessor(2)),
+        (NoRepeatNGram(3), g.NoRepeatNGramLogitsProcessor(3)),
+    ]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_processors_match_transformers(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(64, 100, generator=g) * 3
+    ids = torch.randint(0, 10, (64, 12), generator=g)       # small alphabet: repeated n-grams
+    for ours, theirs in hf_processors():
+        got, want = ours(logits.clone(), ids), theirs(ids, logits.clone())
+        assert torch.equal(torch.isinf(got), torch.isinf(want)), type(ours).__name__
+        assert torch.allclose(got.softmax(-1), want.softmax(-1), atol=1e-6), type(ours).__name__
+    # Composed in generate's order: the kept set shrinks and still sums to one.
+    chain = GenerationConfig(do_sample=True, temperature=0.8, top_k=20, top_p=0.9, min_p=0.02).processors()
+    assert [type(p).__name__ for p in chain] == ["Temperature", "TopK", "TopP", "MinP"]
+    kept = torch.isfinite(apply_processors(chain, logits)).sum(-1)
+    assert (kept >= 1).all() and (kept <= 20).all()
+
+
+def test_processors_respect_padding():
+    logits = torch.randn(2, 30)
+    ids, mask = left_pad([[3, 4, 3, 4, 3], [3, 5]], pad_token_id=7)
+    banned = torch.isinf(NoRepeatNGram(2)(logits, ids, mask))
+    assert banned[0].nonzero().flatten().tolist() == [4]      # "3 4" seen, last token 3
+    assert not banned[1].any()                                 # padding 7s are not part of the text
+    penalised = RepetitionPenalty(2.0)(logits, ids, mask)
+    changed = (penalised != logits)
+    assert changed[1].nonzero().flatten().tolist() == [3, 5]   # not the pad id 7
+
+
+def test_cache_and_no_cache_agree(pair):
+    _, ours = pair
+    V = ours.config.vocab_size
+    prompts = random_prompts(V, [7, 2, 5], seed=3)
+    for options in (dict(), dict(do_sample=True, seed=5, top_k=10, temperature=1.3),
+                    dict(repetition_penalty=1.2, no_repeat_ngram_size=3)):
+        a = generate(ours, prompts, 15, **options)
+        b = generate(ours, prompts, 15, use_cache=False, **options)
+        assert torch.equal(a.tokens, b.tokens), options
+
+
+def test_next_token_logits_equals_model_forward(pair):
+    _, ours = pair
+    ids, mask = left_pad(random_prompts(ours.config.vocab_size, [6, 3]), 0)
+    with torch.no_grad():
+        want = ours(ids, attention_mask=mask, position_ids=positions(mask))[:, -1]
+        got = next_token_logits(ours, ids, mask, positions(mask), None)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_kv_cache_step_equals_full_forward(pair):
+    _, ours = pair
+    c = ours.config
+    ids = torch.tensor(random_prompts(c.vocab_size, [10]))
+    cache = KVCache.for_model(ours, 1, 10)
+    assert cache.nbytes == 2 * c.n_layer * 10 * c.n_embd * 4
+    with torch.no_grad():
+        full = ours(ids)
+        first = ours(ids[:, :7], kv_cache=cache)
+        assert cache.length == 7
+        rest = [ours(ids[:, t:t + 1], kv_cache=cache) for t in range(7, 10)]
+        assert cache.length == 10
+        with pytest.raises(ValueError, match="KV cache is full"):
+            ours(ids[:, :1], kv_cache=cache, position_ids=torch.zeros(1, 1, dtype=torch.long))
+    assert torch.allclose(torch.cat([first] + rest, dim=1), full, atol=1e-5)
+
+
+def test_sampling_is_seeded_and_stream_matches(pair):
+    _, ours = pair
+    prompt = random_prompts(ours.config.vocab_size, [4])[0]
+    options = dict(do_sample=True, top_p=0.95, temperature=1.5)
+    a = generate(ours, prompt, 20, seed=11, **options).sequences[0]
+    assert a == generate(ours, prompt, 20, seed=11, **options).sequences[0]
+    assert a != generate(ours, prompt, 20, seed=12, **options).sequences[0]
+    assert list(stream(ours, prompt, 20, seed=11, **options)) == a
+    # top_k=1 sampling is greedy decoding.
+    assert generate(ours, prompt, 20, do_sample=True, top_k=1, seed=0).sequences == generate(ours, prompt, 20).sequences
+    # num_return_sequences samples per prompt.
+    many = generate(ours, [prompt, prompt[:2]], 6, do_sample=True, seed=1, num_return_sequences=3)
+    assert many.tokens.shape == (6, 6)
+
+
+def test_stop_tokens_end_rows_and_stream(pair):
+    _, ours = pair
+    prompt = random_prompts(ours.config.vocab_size, [5])[0]
+    stop = frequent_token(ours, prompt)
+    out = generate(ours, prompt, 12, stop_tokens=[stop])
+    assert out.sequences[0][-1] == stop and stop not in out.sequences[0][:-1]
+    assert list(stream(ours, prompt, 12, stop_tokens=[stop])) == out.sequences[0]
+
+
+def test_overflow_error_and_sliding_window(pair):
+    _, ours = pair
+    block = ours.config.block_size
+    prompt = random_prompts(ours.config.vocab_size, [block - 5])[0]
+    with pytest.raises(ValueError, match="overflow='slide'"):
+        generate(ours, prompt, 10)
+    slid = generate(ours, prompt, 10, overflow="slide").sequences[0]
+    assert slid == generate(ours, prompt, 10, overflow="slide", use_cache=False).sequences[0]
+    ids = list(prompt)   # reference: always feed the last block_size tokens, recomputing everything
+    with torch.no_grad():
+        for _ in range(10):
+            ids.append(ours(torch.tensor([ids[-block:]]))[0, -1].argmax().item())
+    assert slid == ids[len(prompt):]
+    batch = generate(ours, [prompt, prompt[-3:]], 10, overflow="slide")
+    assert batch.sequences == [slid, generate(ours, prompt[-3:], 10, overflow="slide").sequences[0]]
+
+
+def test_decode_layout_keeps_model_trainable():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=16))
+    ids = torch.randint(0, 30, (2, 16))
+    before = model(ids).detach()
+    params = list(model.parameters())
+    decode_layout(model)
+    assert not model.lm_head.weight.is_contiguous() and model.lm_head.weight is model.transformer.wte.weight
+    assert all(a is b for a, b in zip(params, model.parameters()))
+    assert torch.allclose(model(ids), before, atol=1e-6)
+    model(ids).sum().backward()
+    assert model.transformer.h[0].mlp.c_fc.weight.grad is not None
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(do_sample=True, top_p=0.0), "top_p"),
+    (dict(do_sample=True, top_p=1.5), "top_p"),
+    (dict(do_sample=True, top_k=0), "top_k"),
+    (dict(do_sample=True, temperature=0.0), "temperature"),
+    (dict(do_sample=True, temperature=-1.0), "temperature"),
+    (dict(min_p=1.5), "min_p"),
+    (dict(repetition_penalty=0.0), "repetition_penalty"),
+    (dict(num_beams=2, num_return_sequences=3), "num_return_sequences"),
+    (dict(num_beams=2, do_sample=True), "deterministic"),
+    (dict(num_return_sequences=2), "greedy"),
+    (dict(overflow="wrap"), "overflow"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+])
+def test_invalid_options(options, message):
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    options.setdefault("max_new_tokens", 3)
+    with pytest.raises(ValueError, match=message):
+        generate(model, [1, 2], **options)
+
+
+def test_invalid_prompts():
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    with pytest.raises(ValueError, match="empty"):
+        generate(model, [], 2)
+    with pytest.raises(ValueError, match="empty"):
+        generate(model, [[1], []], 2)
+    with pytest.raises(ValueError, match="outside"):
+        generate(model, [1, 20], 2)
+    with pytest.raises(ValueError, match="more than the model's context"):
+        generate(model, list(range(9)), 1, overflow="slide")
+    with pytest.raises(ValueError, match="stream"):
+        stream(model, [[1], [2]], 2)
+    with pytest.raises(TypeError, match="unknown generation options"):
+        generate(model, [1], 2, topk=3)
+    with pytest.raises(ValueError, match="temperature"):
+        stream(model, [1], 2, do_sample=True, temperature=0)    # raised at the call, not at next()
