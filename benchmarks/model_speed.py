@@ -17,19 +17,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import matmul_peak
 from gpt2_core.model import GPT, GPTConfig, flops_per_token
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of an (n x n) @ (n x n) fp32 matmul (best of `repeats`)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
 
 
 def hf_model(config: GPTConfig):
