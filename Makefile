@@ -47,8 +47,8 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab chapters/
 
 notebooks: $(STAMP)
-	$(BIN)/python scripts/execute_notebooks.py chapters/*.ipynb
 	$(BIN)/python -m gpt2_core.nbexport
+	$(BIN)/python scripts/execute_notebooks.py chapters/*.ipynb
 
 export: $(STAMP)
 	$(BIN)/python -m gpt2_core.nbexport
