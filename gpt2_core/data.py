@@ -211,11 +211,16 @@ def _how_to_provide(dataset: DataSet) -> str:
 
 
 def fetch(name: str) -> Path:
-    """Return the path of a verified local copy of data set `name`."""
+    """Return the path of a verified local copy of registered data set `name`."""
     try:
         dataset = REGISTRY[name]
     except KeyError:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+    return fetch_dataset(dataset)
+
+
+def fetch_dataset(dataset: DataSet) -> Path:
+    """Return the path of a verified local copy of `dataset`: cache, then mirror, then download."""
     cached = cache_dir() / dataset.filename
     if cached.is_file():
         if sha256_of(cached) == dataset.sha256:

@@ -10,7 +10,6 @@ they are model weights, not data sets.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from gpt2_core import data
@@ -49,17 +48,9 @@ def fetch_weights(name: str) -> Path:
     if dataset is None:
         raise data.DataError(f"{name}: no pinned sha256 for its weights in gpt2_core.hub, so they are "
                              "not downloaded automatically. " + _manual_instructions(name))
-    cached = data.cache_dir() / dataset.filename
-    if cached.is_file():
-        if data.sha256_of(cached) == dataset.sha256:
-            return cached
-        cached.unlink()
-    mirror = data.mirror_dir()
-    if mirror is not None and mirror.is_dir():
-        found = data._from_mirror(dataset, mirror)
-        if found is not None:
-            return found
-    if os.environ.get(data.OFFLINE_ENV):
-        raise data.DataError(f"{name}: weights not cached and ${data.OFFLINE_ENV} forbids downloads. "
-                             + data._how_to_provide(dataset) + " Or: " + _manual_instructions(name))
-    return data._from_urls(dataset)
+    try:
+        return data.fetch_dataset(dataset)
+    except data.ChecksumError:
+        raise
+    except data.DataError as e:
+        raise data.DataError(f"{e} Or: {_manual_instructions(name)}") from e
