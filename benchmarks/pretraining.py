@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from benchmarks.common import matmul_peak
+from benchmarks.common import matmul_peak, save_results
 from gpt2_core import data
 from gpt2_core.model import GPT, GPTConfig, flops_per_token
 from gpt2_core.pretrained import BOOK_RECIPE, prepare_corpus
@@ -76,7 +76,22 @@ def main() -> None:
     print(f"\nequal wall time ({reference['seconds']:.0f} s vs {ours['seconds']:.0f} s): "
           f"book {ours['bits_per_char']:.4f} / reference {reference['bits_per_char']:.4f} bits/char "
           f"= {ratio:.3f} (goal <= 0.93)")
-
+    figures = [
+        {"metric": "val bits/char at equal wall time, book recipe / nanoGPT CPU recipe", "value": round(ratio, 3),
+         "reference": f"nanoGPT char-level CPU recipe, {reference['bits_per_char']:.3f} bits/char "
+                      f"in {reference['seconds']:.0f} s", "goal": "<= 0.93"},
+        {"metric": "book recipe training tokens/s", "value": round(ours["tokens_per_s"]),
+         "reference": f"MFU {ours['mfu']:.1%} of the measured {peak / 1e9:.0f} GFLOP/s", "goal": "report"},
+    ]
+    if not args.quick:
+        full = run("book recipe, full", BOOK_RECIPE.model, replace(BOOK_RECIPE.train, eval_interval=0),
+                   corpus.train_ids, corpus.val_ids, corpus.val_chars, peak)
+        print(f"full book recipe: {full['seconds']:.0f} s (goal <= 300), "
+              f"{full['bits_per_char']:.4f} bits/char (goal <= 2.35)")
+        figures.append({"metric": "book recipe, full run: seconds / val bits/char",
+                        "value": f"{full['seconds']:.0f} s / {full['bits_per_char']:.3f}",
+                        "reference": "none (absolute)", "goal": "<= 300 s / <= 2.35"})
+    save_results("pretraining", figures, args.quick)
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -93,7 +94,7 @@ def _train_and_save(recipe: Recipe, directory: Path, on_log: Callable[[dict], No
     seconds = time.perf_counter() - started
     total, count = evaluate(model, corpus.val_ids, recipe.train.block_size)
     record = {"recipe": asdict(recipe), "key": directory.name, "train_seconds": seconds,
-              "torch_threads": torch.get_num_threads(), "log": log,
+              "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "log": log,
               "val_loss": total / count, "val_tokens": count,
               "val_bits_per_char": total / corpus.val_chars / np.log(2)}
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,11 @@ def _train_and_save(recipe: Recipe, directory: Path, on_log: Callable[[dict], No
         save_pretrained(model, tmp)
         corpus.tokenizer.save(tmp / "tokenizer.json")
         (tmp / "record.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
-        os.replace(tmp, directory)
+        try:
+            os.replace(tmp, directory)
+        except OSError:                       # another process finished the same recipe first
+            if not (directory / "record.json").is_file():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
