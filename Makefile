@@ -10,7 +10,7 @@ export GPT2_CORE_MIRROR ?= $(SHARED_DATA)
 endif
 export PYTHONHASHSEED := 0
 
-.PHONY: book test unit nbval export-check book-strict lab notebooks export bench lock clean
+.PHONY: book test unit nbval export-check book-strict browser-test lab notebooks export bench lock clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
@@ -22,7 +22,7 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . --quiet
 	@echo "The book is at file://$(abspath _build/html/index.html)"
 
-test: $(STAMP) unit export-check nbval book-strict
+test: $(STAMP) unit export-check nbval book-strict browser-test
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
@@ -38,12 +38,17 @@ book-strict: $(STAMP)
 	rm -rf _build/html
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
+# Every built page in headless Chromium, offline (screenshots in _build/screenshots/), and every
+# internal link; needs `chromium` (apt-get install chromium).
+browser-test: book-strict
+	$(BIN)/python -m pytest tests/browser -m browser
+
 lab: $(STAMP)
 	$(BIN)/jupyter lab chapters/
 
 notebooks: $(STAMP)
-	$(BIN)/python scripts/execute_notebooks.py chapters/*.ipynb
 	$(BIN)/python -m gpt2_core.nbexport
+	$(BIN)/python scripts/execute_notebooks.py chapters/*.ipynb
 
 export: $(STAMP)
 	$(BIN)/python -m gpt2_core.nbexport

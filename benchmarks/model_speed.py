@@ -17,19 +17,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import matmul_peak, save_results
 from gpt2_core.model import GPT, GPTConfig, flops_per_token
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of an (n x n) @ (n x n) fp32 matmul (best of `repeats`)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
 
 
 def hf_model(config: GPTConfig):
@@ -97,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
               f"MFU (6N+attn) {spec_flops * tps / peak:6.1%}  MFU (incl. LM head) {full_flops * tps / peak:6.1%}")
     ratio = t_hf / t_ours
     print(f"speed ratio gpt2_core / transformers: {ratio:.3f} (goal >= 1.0)")
+    save_results("model_speed", [
+        {"metric": f"training tokens/s at 124M, fp32, batch {args.batch} x {args.seq}, "
+                   f"{args.threads} threads: gpt2_core / transformers", "value": round(ratio, 3),
+         "reference": f"transformers GPT2LMHeadModel ({attn_impl} attention)", "goal": ">= 1.0"},
+        {"metric": "gpt2_core MFU (6N + attention FLOPs)", "value": round(spec_flops * tokens / t_ours / peak, 3),
+         "reference": f"measured fp32 matmul peak, {peak / 1e9:.0f} GFLOP/s", "goal": "report"},
+    ], args.quick)
     return 0
 
 

@@ -6,6 +6,7 @@
 import argparse
 import time
 
+from benchmarks.common import save_results
 from gpt2_core import data
 from gpt2_core.tokenizer import BPETokenizer, gpt2_bpe_files, gpt2_tokenizer
 
@@ -45,6 +46,14 @@ def main() -> None:
         print(f"encode, {name:40}: {n_bytes / seconds / 1e6:6.2f} MB/s")
     print(f"tiktoken / ours (warm): {ours_s / fast_s:.1f}x faster; "
           f"tiktoken / ours (cold): {cold_s / fast_s:.1f}x faster")
+    save_results("tokenizer", [
+        {"metric": "seconds to train our BPE to 1,024 tokens on Tiny Shakespeare", "value": round(train_s, 2),
+         "reference": "none (absolute)", "goal": "seconds, not minutes"},
+        {"metric": "encoding bytes/s, ours (warm word cache) / tiktoken", "value": round(fast_s / ours_s, 3),
+         "reference": "tiktoken gpt2 encoding (Rust)", "goal": "report"},
+        {"metric": "encoding bytes/s, ours (empty word cache) / tiktoken", "value": round(fast_s / cold_s, 3),
+         "reference": "tiktoken gpt2 encoding (Rust)", "goal": "report"},
+    ], args.quick)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""Measurements that several benchmarks share: this machine's peak rates."""
+
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of an (n x n) @ (n x n) fp32 matmul (best of `repeats`)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save_results(benchmark: str, figures: list[dict], quick: bool) -> Path | None:
+    """Record a full run's figures in benchmarks/results/<benchmark>.json (quick runs are not kept).
+
+    Each figure is a dict with "metric", "value", "reference" (what it is measured against, in the
+    same run) and "goal"; `scripts/performance_page.py` turns the files into the book's page.
+    """
+    if quick:
+        return None
+    RESULTS.mkdir(exist_ok=True)
+    record = {"benchmark": benchmark, "date": datetime.date.today().isoformat(),
+              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                          "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+              "figures": figures}
+    path = RESULTS / f"{benchmark}.json"
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    print(f"saved {path}")
+    return path

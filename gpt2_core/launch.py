@@ -1,0 +1,138 @@
+"""Pretraining entry point for one CPU, one GPU, or many GPUs/nodes through ``torchrun``.
+
+    python -m gpt2_core.launch prepare --dataset tinyshakespeare --out data/shakespeare
+    python -m gpt2_core.launch train --data data/shakespeare --out runs/shakespeare
+    torchrun --nproc_per_node=8 -m gpt2_core.launch train --data data/owt --model gpt2 \\
+        --batch-size 512 --block-size 1024 --dtype bfloat16 --compile
+
+``prepare`` tokenizes a registered data set into ``train.bin`` / ``val.bin`` (uint16 token ids)
+plus the tokenizer. ``train`` memory-maps those files and runs `gpt2_core.train.train`: under
+torchrun every process joins the process group (NCCL on CUDA, gloo on CPU), seeds its own
+dropout generator, computes its slice of each global batch, and rank 0 logs and checkpoints.
+On CUDA, TF32 matmuls are enabled and attention uses PyTorch's flash kernel through
+``scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from gpt2_core.model import GPT, GPTConfig, flops_per_token
+from gpt2_core.pretrained import BOOK_RECIPE, prepare_corpus
+from gpt2_core.runtime import seed_everything
+from gpt2_core.tokenizer import BPETokenizer, gpt2_tokenizer
+from gpt2_core.train import TrainConfig, train
+
+
+def write_tokens(ids: np.ndarray, path: Path) -> None:
+    """Write token ids as uint16, atomically."""
+    if ids.size and int(ids.max()) >= 2**16:
+        raise ValueError(f"token id {int(ids.max())} does not fit in uint16")
+    tmp = path.with_suffix(path.suffix + ".part")
+    ids.astype(np.uint16).tofile(tmp)
+    os.replace(tmp, path)
+
+
+def prepare(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = BOOK_RECIPE if args.dataset == BOOK_RECIPE.dataset else None
+    if recipe is None:
+        raise SystemExit(f"prepare: only {BOOK_RECIPE.dataset!r} has a recipe so far")
+    corpus = prepare_corpus(recipe)
+    write_tokens(corpus.train_ids, out / "train.bin")
+    write_tokens(corpus.val_ids, out / "val.bin")
+    corpus.tokenizer.save(out / "tokenizer.json")
+    print(f"wrote {len(corpus.train_ids):,} train and {len(corpus.val_ids):,} val tokens to {out}")
+
+
+def _model_config(args: argparse.Namespace, vocab_size: int) -> GPTConfig:
+    if args.model == "book":
+        return GPTConfig(**{**asdict(BOOK_RECIPE.model), "vocab_size": vocab_size})
+    return GPTConfig.from_name(args.model, vocab_size=vocab_size, block_size=max(1024, args.block_size))
+
+
+def run_train(args: argparse.Namespace) -> None:
+    distributed = "RANK" in os.environ
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if distributed else 0
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        device = torch.device("cpu")
+    data_dir = Path(args.data)
+    train_ids = np.memmap(data_dir / "train.bin", dtype=np.uint16, mode="r")
+    val_ids = np.memmap(data_dir / "val.bin", dtype=np.uint16, mode="r")
+    tokenizer_file = data_dir / "tokenizer.json"
+    vocab_size = (BPETokenizer.load(tokenizer_file).vocab_size if tokenizer_file.exists()
+                  else gpt2_tokenizer().vocab_size)
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    cfg = TrainConfig(**{**asdict(BOOK_RECIPE.train), **overrides})
+    seed_everything(cfg.seed + rank)                   # weights are broadcast from rank 0 by DDP
+    model = GPT(_model_config(args, vocab_size)).to(device)
+
+    def log(record: dict) -> None:
+        if record["step"] % args.log_interval == 0 or "val_loss" in record:
+            mfu = flops_per_token(model.config, cfg.block_size) * record["tokens_per_s"] * world / args.peak_flops
+            val = f" val {record['val_loss']:.4f}" if "val_loss" in record else ""
+            print(f"step {record['step']:6d} loss {record['loss']:.4f}{val} lr {record['lr']:.2e} "
+                  f"{record['tokens_per_s'] * world:,.0f} tok/s MFU {mfu:.1%}", flush=True)
+
+    world = dist.get_world_size() if distributed else 1
+    started = time.perf_counter()
+    history = train(model, train_ids, val_ids, cfg, out_dir=args.out, resume=args.resume, on_log=log)
+    if rank == 0:
+        seconds = time.perf_counter() - started
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        summary = {"steps": len(history), "seconds": seconds, "final": history[-1] if history else None}
+        (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1))
+        print(json.dumps(summary))
+    if distributed:
+        dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gpt2_core.launch", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("prepare", help="tokenize a data set into uint16 token files")
+    p.add_argument("--dataset", default=BOOK_RECIPE.dataset)
+    p.add_argument("--out", required=True)
+    t = commands.add_parser("train", help="pretrain (under torchrun for several processes)")
+    t.add_argument("--data", required=True, help="folder with train.bin, val.bin (and tokenizer.json)")
+    t.add_argument("--out", required=True, help="run folder for checkpoints")
+    t.add_argument("--model", default="book", help="'book' or an OpenAI size: gpt2, gpt2-medium, ...")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--log-interval", type=int, default=50)
+    t.add_argument("--peak-flops", type=float, default=100e9, help="for MFU: the device's peak FLOP/s")
+    for f in fields(TrainConfig):                      # every TrainConfig field is a flag
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            t.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            t.add_argument(flag, type=f.type, default=None)
+    args = parser.parse_args(argv)
+    if args.command == "prepare":
+        prepare(args)
+    else:
+        run_train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

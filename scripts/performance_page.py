@@ -1,0 +1,53 @@
+"""Write book/performance.md from benchmarks/results/*.json (`--check`: fail if it is out of date)."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+PAGE = ROOT / "book" / "performance.md"
+
+INTRO = """# Performance
+
+Every figure below is printed by a script in `benchmarks/` (`make bench`, or
+`python -m benchmarks.<name>`), which measures our code and its reference **in the same run on the
+same machine**, so each ratio holds even when the absolute speeds differ from your machine's. This
+page is generated from the scripts' saved results by `scripts/performance_page.py`; a test fails
+when it is out of date.
+"""
+
+
+def render(results_dir: Path = RESULTS) -> str:
+    """The page's Markdown, one section per benchmark."""
+    parts = [INTRO]
+    for path in sorted(results_dir.glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        m = record["machine"]
+        parts.append(f"\n## `benchmarks/{record['benchmark']}.py`\n\n"
+                     f"Measured {record['date']} on {m['cores']} cores ({m['cpu']}), "
+                     f"{m['torch_threads']} torch threads, torch {m['torch']}.\n\n"
+                     "| figure | value | measured against | goal |\n|---|---|---|---|\n")
+        for f in record["figures"]:
+            parts.append(f"| {f['metric']} | {f['value']} | {f['reference']} | {f['goal']} |\n")
+    return "".join(parts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    text = render()
+    if args.check:
+        if not PAGE.exists() or PAGE.read_text(encoding="utf-8") != text:
+            print(f"{PAGE} is out of date: run python scripts/performance_page.py", file=sys.stderr)
+            return 1
+        return 0
+    PAGE.write_text(text, encoding="utf-8")
+    print(f"wrote {PAGE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

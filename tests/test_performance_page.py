@@ -1,0 +1,24 @@
+"""The book's performance page is generated from the saved benchmark results, never edited by hand."""
+
+import importlib.util
+import json
+
+from gpt2_core.nbexport import ROOT
+
+spec = importlib.util.spec_from_file_location("performance_page", ROOT / "scripts" / "performance_page.py")
+performance_page = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(performance_page)
+
+
+def test_page_is_up_to_date():
+    assert (ROOT / "book" / "performance.md").read_text(encoding="utf-8") == performance_page.render()
+
+
+def test_page_lists_every_figure(tmp_path):
+    record = {"benchmark": "demo", "date": "2026-01-02",
+              "machine": {"cpu": "x86_64", "cores": 2, "torch_threads": 2, "torch": "2.13.0"},
+              "figures": [{"metric": "speed, ours / theirs", "value": 1.5, "reference": "theirs", "goal": ">= 1.0"}]}
+    (tmp_path / "demo.json").write_text(json.dumps(record))
+    page = performance_page.render(tmp_path)
+    assert "## `benchmarks/demo.py`" in page and "| speed, ours / theirs | 1.5 | theirs | >= 1.0 |" in page
+    assert "Measured 2026-01-02 on 2 cores" in page
