@@ -1,4 +1,4 @@
-"""Measurements that several benchmarks share: this machine's peak rates."""
+"""Measurements that several benchmarks share: this machine's peak rates; saving results."""
 
 import datetime
 import json
@@ -20,6 +20,18 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
+    """Bytes/s read by x.sum() over a `gib` GiB fp32 tensor, far larger than the caches (best of `repeats`)."""
+    x = torch.ones(int(gib * 2**30) // 4)
+    x.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - start)
+    return x.nbytes / best
 
 
 RESULTS = Path(__file__).resolve().parent / "results"

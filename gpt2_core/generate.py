@@ -265,13 +265,16 @@ class KVCache:
 
 # %% chapters/05_decoding.ipynb, cell 28
 def decode_layout(model: nn.Module) -> nn.Module:
-    """Store each Linear weight with its longer side contiguous: same values, shapes and Parameters.
+    """Opt-in speed-up for batch-1 CPU decoding: re-store each Linear weight with its longer side contiguous.
 
-    Batch-1 decoding multiplies one vector by every weight matrix, reading each matrix once. On the
-    book's CPU (MKL fp32) that matrix-vector product streams a matrix 1.3-1.7x faster when its
-    contiguous rows are the longer side: (out, in) weights with out >= in (c_attn, c_fc, the LM
-    head) are stored transposed, column-major. Only CPU weights change; training still works.
-    Idempotent. Skipped inside torch.inference_mode(), where new storage would be inference-only.
+    Modifies `model` IN PLACE (and returns it): every Parameter keeps its identity, values and shape,
+    but the (out, in) weights with out >= in (c_attn, c_fc, the LM head) get new, column-major
+    storage, so `w.is_contiguous()` becomes False for them. generate() and stream() never call it;
+    call it once yourself before decoding. Why: batch-1 decoding multiplies one vector by every
+    weight matrix, and on the book's CPU (MKL fp32) that product streams a matrix faster when its
+    contiguous rows are the longer side (chapter 5 measures it). Outputs are unchanged up to float
+    rounding; training still works. Only CPU weights change. Idempotent. Does nothing inside
+    torch.inference_mode(), where new storage would be inference-only.
     """
     if torch.is_inference_mode_enabled():
         return model
@@ -410,7 +413,6 @@ def _setup(model: nn.Module, prompt_ids, max_new_tokens: int | None, config: Gen
     config = replace(config or GenerationConfig(), **options).validate()
     prompts = as_prompts(prompt_ids, model.config.vocab_size)
     check_fits(prompts, config, model.config.block_size)
-    decode_layout(model)
     return prompts, config
 
 
@@ -421,6 +423,8 @@ def generate(model: nn.Module, prompt_ids, max_new_tokens: int | None = None,
     Options are GenerationConfig fields, given as `config`, as keywords, or both (keywords win):
     greedy by default; do_sample=True with temperature/top_k/top_p/min_p; num_beams > 1 for beam
     search; repetition_penalty, no_repeat_ngram_size and stop_tokens with any of them.
+    The model is only read, never modified; for faster batch-1 decoding on a CPU, call
+    decode_layout(model) once first (it re-stores the weights in place).
     """
     prompts, config = _setup(model, prompt_ids, max_new_tokens, config, options)
     if config.num_beams > 1:

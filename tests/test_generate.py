@@ -241,6 +241,21 @@ def test_decode_layout_keeps_model_trainable():
     assert model.transformer.h[0].mlp.c_fc.weight.grad is not None
 
 
+def test_generate_does_not_modify_the_model_and_decode_layout_keeps_its_tokens():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    state = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
+    prompts = random_prompts(30, [5, 3])
+    greedy = generate(model, prompts, 12).sequences
+    beams = generate(model, prompts[0], 8, num_beams=3, num_return_sequences=2).sequences
+    for k, v in model.state_dict().items():   # same values and the same storage layout
+        assert torch.equal(v, state[k][0]) and v.stride() == state[k][1], k
+    decode_layout(model)                     # the opt-in: changes strides, not tokens
+    assert model.transformer.h[0].mlp.c_fc.weight.stride() != state["transformer.h.0.mlp.c_fc.weight"][1]
+    assert generate(model, prompts, 12).sequences == greedy
+    assert generate(model, prompts[0], 8, num_beams=3, num_return_sequences=2).sequences == beams
+
+
 @pytest.mark.parametrize("options, message", [
     (dict(do_sample=True, top_p=0.0), "top_p"),
     (dict(do_sample=True, top_p=1.5), "top_p"),
