@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from gpt2_core.model import GPTConfig
+
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     """FLOP/s of an (n x n) @ (n x n) fp32 matmul (best of `repeats`)."""
@@ -56,3 +58,17 @@ def save_results(benchmark: str, figures: list[dict], quick: bool) -> Path | Non
     os.replace(tmp, path)
     print(f"saved {path}")
     return path
+
+
+def hf_model(config: GPTConfig):
+    """transformers' GPT2LMHeadModel of the same shape, with SDPA attention when available."""
+    import transformers
+
+    kwargs = dict(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
+                  n_layer=config.n_layer, n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
+                  attn_pdrop=0.0)
+    try:
+        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**kwargs, attn_implementation="sdpa"))
+    except (TypeError, ValueError, ImportError):
+        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**kwargs))
+    return model, getattr(model.config, "_attn_implementation", "eager")

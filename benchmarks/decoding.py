@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from benchmarks.common import read_bandwidth, save_results
+from benchmarks.common import hf_model, read_bandwidth, save_results
 from gpt2_core.generate import decode_layout, generate
 from gpt2_core.model import GPT, GPTConfig
 
@@ -41,14 +41,12 @@ def weight_bytes_per_token(model: GPT) -> int:
     return n * model.transformer.wte.weight.element_size()
 
 
-def hf_model(config: GPTConfig):
+def hf_generator(config: GPTConfig):
+    """transformers' model of the same shape, in eval mode, and a greedy generation config."""
     import transformers
 
-    cfg = transformers.GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size,
-                                  n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
-                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    model = transformers.GPT2LMHeadModel(cfg).eval()
-    return model, transformers.GenerationConfig(do_sample=False, eos_token_id=None, pad_token_id=0)
+    model, _ = hf_model(config)
+    return model.eval(), transformers.GenerationConfig(do_sample=False, eos_token_id=None, pad_token_id=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     config = GPTConfig()   # 124M
     ours = decode_layout(GPT(config).eval())   # the opt-in reordering, once, in place
     plain = GPT(config).eval()                 # the ablation: left in (out, in) weight order
-    theirs, hf_config = hf_model(config)
+    theirs, hf_config = hf_generator(config)
     prompt = torch.randint(0, config.vocab_size, (1, args.prompt))
     N = args.new
 

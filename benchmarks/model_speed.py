@@ -17,22 +17,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import matmul_peak, save_results
+from benchmarks.common import hf_model, matmul_peak, save_results
 from gpt2_core.model import GPT, GPTConfig, flops_per_token
-
-
-def hf_model(config: GPTConfig):
-    """transformers' GPT2LMHeadModel of the same shape, with SDPA attention when available."""
-    import transformers
-
-    kwargs = dict(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
-                  n_layer=config.n_layer, n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
-                  attn_pdrop=0.0)
-    try:
-        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**kwargs, attn_implementation="sdpa"))
-    except (TypeError, ValueError, ImportError):
-        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**kwargs))
-    return model, getattr(model.config, "_attn_implementation", "eager")
 
 
 def train_step(model, idx: torch.Tensor, hf: bool) -> float:
