@@ -1,0 +1,163 @@
+"""Every chapter has the same frame: Goals first; Summary, Exercises and "What we promoted into
+gpt2_core" at the end, in that order. The promoted section is checked against the notebook's
+export markers, so it cannot drift from what the chapter really puts into the package.
+"""
+
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gpt2_core import nbexport
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted(p for p in (ROOT / "chapters").glob("*.ipynb") if re.fullmatch(r"\d\d_\w+", p.stem))
+GOALS, SUMMARY, EXERCISES = "Goals", "Summary", "Exercises"
+PROMOTED = "What we promoted into `gpt2_core`"
+HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$")
+FENCE = re.compile(r"^\s*(`{3,}|~{3,}|:{3,})")
+BULLET = re.compile(r"^\* `gpt2_core\.(\w+)`:(.*)$")
+NAME = re.compile(r"`([A-Za-z_]\w*)`")
+
+
+def markdown_lines(notebook: Path) -> list[tuple[str, bool]]:
+    """The lines of all markdown cells, each with whether it lies inside a fenced block."""
+    out = []
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type != "markdown":
+            continue
+        fence = None                                  # a fence never spans cells
+        for line in cell.source.splitlines():
+            match = FENCE.match(line)
+            if fence is None:
+                fence = match.group(1) if match else None
+                out.append((line, fence is not None))
+                continue
+            out.append((line, True))
+            closing = match and line.strip() == match.group(1)
+            if closing and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence):
+                fence = None
+        out.append(("", False))
+    return out
+
+
+def sections(notebook: Path) -> list[tuple[str, str]]:
+    """(title, body) of every level-2 section, in order; the body runs to the next level-1/2 heading."""
+    out: list[tuple[str, list[str]]] = []
+    for line, fenced in markdown_lines(notebook):
+        match = None if fenced else HEADING.match(line)
+        if match and len(match.group(1)) <= 2:
+            out.append((match.group(2) if len(match.group(1)) == 2 else "", []))
+        elif out:
+            out[-1][1].append(line)
+    return [(title, "\n".join(body)) for title, body in out if title]
+
+
+def section(notebook: Path, title: str) -> str:
+    """The body of the one section called `title`."""
+    bodies = [body for t, body in sections(notebook) if t == title]
+    assert len(bodies) == 1, f"{notebook.name}: expected one '## {title}' section, found {len(bodies)}"
+    return bodies[0]
+
+
+def defined_names(source: str) -> set[str]:
+    """Top-level names a module defines itself (functions, classes, assignments), not imports."""
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def public_functions_and_classes(source: str) -> set[str]:
+    """Top-level functions and classes whose names do not start with an underscore."""
+    return {node.name for node in ast.parse(source).body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and not node.name.startswith("_")}
+
+
+def promoted_claims(body: str) -> dict[str, list[str]]:
+    """Module -> names, from the bullets "* `gpt2_core.MODULE`: `name`, ..." (continuation lines indented)."""
+    claims: dict[str, list[str]] = {}
+    current = None
+    for line in body.splitlines():
+        match = BULLET.match(line)
+        if match:
+            current = match.group(1)
+            assert current not in claims, f"gpt2_core.{current} is listed twice"
+            claims[current] = NAME.findall(match.group(2))
+        elif current is not None and line.startswith("  "):
+            claims[current] += NAME.findall(line)
+        else:
+            current = None
+    return claims
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 6
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda p: p.stem)
+def test_frame_sections_in_order(notebook):
+    titles = [t for t, _ in sections(notebook)]
+    assert titles and titles[0] == GOALS, f"{notebook.name}: the first section must be '## {GOALS}', got {titles[:1]}"
+    for title in (GOALS, SUMMARY, EXERCISES, PROMOTED):
+        assert titles.count(title) == 1, f"{notebook.name}: expected one '## {title}', found {titles.count(title)}"
+    positions = [titles.index(t) for t in (GOALS, SUMMARY, EXERCISES, PROMOTED)]
+    assert positions == sorted(positions), f"{notebook.name}: sections out of order: {titles}"
+    assert titles[-1] == PROMOTED, f"{notebook.name}: '## {PROMOTED}' must close the chapter"
+    goals = [line for line in section(notebook, GOALS).splitlines() if line.startswith("* ")]
+    assert len(goals) >= 2, f"{notebook.name}: the goals should be a bullet list"
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda p: p.stem)
+def test_exercises_have_hidden_solutions(notebook):
+    body = section(notebook, EXERCISES)
+    events = re.findall(r"^\*\*Exercise (\d+)|^(`{3,}|:{3,})\{admonition\} Solution\n:class: dropdown$",
+                        body, re.MULTILINE)
+    numbers = [int(n) for n, _ in events if n]
+    assert 3 <= len(numbers) and numbers == list(range(1, len(numbers) + 1)), \
+        f"{notebook.name}: exercises must be numbered 1..n with n >= 3, got {numbers}"
+    kinds = ["exercise" if n else "solution" for n, _ in events]
+    assert kinds == ["exercise", "solution"] * len(numbers), \
+        f"{notebook.name}: every exercise needs one folded solution (```{{admonition}} Solution + :class: dropdown)"
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda p: p.stem)
+def test_promoted_section_matches_the_export(notebook):
+    body = section(notebook, PROMOTED)
+    claims = promoted_claims(body)
+    modules = nbexport.render_modules([notebook], root=ROOT)
+    assert set(claims) == set(modules), (f"{notebook.name}: the section lists {sorted(claims)}, "
+                                         f"the notebook exports {sorted(modules)}")
+    for module, names in claims.items():
+        defined = defined_names(modules[module])
+        assert names, f"{notebook.name}: list the public names of gpt2_core.{module}"
+        assert set(names) <= defined, f"gpt2_core.{module} does not define {sorted(set(names) - defined)}"
+        missing = public_functions_and_classes(modules[module]) - set(names)
+        assert not missing, f"{notebook.name}: gpt2_core.{module} also exports {sorted(missing)}; list them"
+    for module in re.findall(r"`gpt2_core\.(\w+)`", body):
+        assert (ROOT / "gpt2_core" / f"{module}.py").is_file(), f"{notebook.name}: no module gpt2_core.{module}"
+
+
+def test_parsers_on_a_sample(tmp_path):
+    cells = [nbformat.v4.new_markdown_cell("# 9. Demo\n\nIntro.\n\n## Goals\n\n* one\n* two"),
+             nbformat.v4.new_code_cell("#| export demo\ndef double(x):\n    return 2 * x\n\nK = 3"),
+             nbformat.v4.new_markdown_cell("## Summary\n\n* done"),
+             nbformat.v4.new_markdown_cell("## Exercises\n\n**Exercise 1: a.** Do it.\n\n"
+                                           "````{admonition} Solution\n:class: dropdown\n\n```python\n"
+                                           "# not a heading\n```\n````\n"),
+             nbformat.v4.new_markdown_cell(f"## {PROMOTED}\n\n* `gpt2_core.demo`: `double`,\n  `K`.")]
+    path = tmp_path / "chapters" / "09_demo.ipynb"
+    path.parent.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    assert [t for t, _ in sections(path)] == [GOALS, SUMMARY, EXERCISES, PROMOTED]
+    assert "# not a heading" in section(path, EXERCISES)
+    assert promoted_claims(section(path, PROMOTED)) == {"demo": ["double", "K"]}
+    source = nbexport.render_modules([path], root=tmp_path)["demo"]
+    assert defined_names(source) == {"double", "K"} and public_functions_and_classes(source) == {"double"}
