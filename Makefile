@@ -10,7 +10,7 @@ export GPT2_CORE_MIRROR ?= $(SHARED_DATA)
 endif
 export PYTHONHASHSEED := 0
 
-.PHONY: book test unit nbval export-check book-strict browser-test lab notebooks export bench lock clean
+.PHONY: book test unit nbval export-check book-strict browser-test lab notebooks export landing-page bench lock clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev,book,bench]"
 	touch $@
 
-book: $(STAMP)
+book: $(STAMP) landing-page
 	$(BIN)/jupyter-book build . --quiet
 	@echo "The book is at file://$(abspath _build/html/index.html)"
 
@@ -49,9 +49,14 @@ lab: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python -m gpt2_core.nbexport
 	$(BIN)/python scripts/execute_notebooks.py chapters/*.ipynb
+	$(BIN)/python scripts/landing_page.py
 
 export: $(STAMP)
 	$(BIN)/python -m gpt2_core.nbexport
+
+# The landing page's chapter times and chapters -> modules diagram, from the committed notebooks.
+landing-page: $(STAMP)
+	$(BIN)/python scripts/landing_page.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
