@@ -241,7 +241,8 @@ def pretrain(args: argparse.Namespace) -> None:
 
 
 def _train(run: Run, model: GPT, train_ids: np.ndarray, val_ids: np.ndarray, cfg: TrainConfig) -> None:
-    """train() with checkpoints in the run, each step's record in metrics.jsonl, and a progress bar."""
+    """train() with checkpoints in the run, a progress bar, and each step's record in metrics.jsonl
+    plus elapsed_s: the wall time spent training so far, summed over resumes."""
     done = run.metrics()
     elapsed = done[-1].get("elapsed_s", 0.0) if done else 0.0     # training time before a resume
     started = time.perf_counter()
