@@ -1,0 +1,191 @@
+"""The command line: pretrain -> evaluate -> export -> transformers, resume after a kill, clear errors."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt2_core import data
+from gpt2_core.cli import COMMANDS, main
+from gpt2_core.generate import generate
+from gpt2_core.model import from_pretrained
+from gpt2_core.nbexport import ROOT
+from gpt2_core.runs import Run
+from gpt2_core.tokenizer import BPETokenizer
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY = {"dataset": "the-verdict", "vocab_size": 300,
+        "model": {"vocab_size": 300, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16},
+        "train": {"max_steps": 20, "batch_size": 4, "block_size": 16, "warmup_steps": 2, "eval_interval": 10,
+                  "eval_batches": 2, "checkpoint_interval": 5}}
+
+
+def write_config(directory: Path, values: dict, name: str = "tiny.json") -> Path:
+    path = directory / name
+    path.write_text(json.dumps(values))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def mirror(monkeypatch):
+    assert SHARED.is_dir(), f"expected the data mirror at {SHARED}"
+    monkeypatch.setenv(data.MIRROR_ENV, str(SHARED))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One finished tiny pretraining run, shared read-only by the tests (copy it to change it)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(data.CACHE_ENV, str(tmp / "cache"))
+        mp.setenv(data.MIRROR_ENV, str(SHARED))
+        mp.setenv(data.OFFLINE_ENV, "1")
+        assert main(["pretrain", "--config", str(write_config(tmp, TINY)), "--out", str(tmp / "run")]) == 0
+    return tmp / "run"
+
+
+def error_of(capsys, argv: list[str]) -> str:
+    """Run argv, expect exit status 2, and return the one-line error message."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_pretrain_writes_the_whole_run_record(trained):
+    names = sorted(p.name for p in trained.iterdir())
+    assert names == ["README.md", "checkpoints", "config.json", "eval.json", "metrics.jsonl", "model",
+                     "tokenizer.json"]
+    run = Run.open(trained)
+    assert run.kind == "pretrain" and run.config["dataset"] == "the-verdict" and run.config["vocab_size"] == 300
+    assert run.config["train"]["max_steps"] == 20 and run.config["model"]["n_embd"] == 16
+    metrics = run.metrics()
+    assert [r["step"] for r in metrics] == list(range(1, 21))
+    assert [r["step"] for r in metrics if "val_loss" in r] == [10, 20]
+    elapsed = [r["elapsed_s"] for r in metrics]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
+    validation = run.evaluations["validation"]
+    assert validation["perplexity"] == pytest.approx(2.718281828 ** validation["loss"])
+    assert validation["loss"] < metrics[0]["loss"]                   # it learned something
+    assert sorted(p.name for p in run.model_dir.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                               "tokenizer.json"]
+    card = (trained / "README.md").read_text()
+    assert data.REGISTRY["the-verdict"].sha256 in card and "20 optimizer steps" in card
+
+
+def test_evaluate_export_and_load_in_transformers(trained, tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    run_dir = shutil.copytree(trained, tmp_path / "run")
+    assert main(["evaluate", str(run_dir), "the-verdict"]) == 0
+    assert "the-verdict: loss " in capsys.readouterr().out
+    results = Run.open(run_dir).evaluations["the-verdict"]
+    tokenizer = BPETokenizer.load(run_dir / "tokenizer.json")
+    text = (SHARED / "the-verdict.txt").read_text()
+    assert results["tokens"] == len(tokenizer.encode(text)) - 1
+    assert results["bits_per_char"] == pytest.approx(results["loss"] * results["tokens"] / results["characters"]
+                                                     / 0.6931471805599453)
+    assert "refusing to overwrite" in error_of(capsys, ["evaluate", str(run_dir), "the-verdict"])
+    assert main(["evaluate", str(run_dir), "the-verdict", "--overwrite"]) == 0
+
+    out = tmp_path / "exported"
+    assert main(["export", str(run_dir), str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "tokenizer.json"]
+    assert "| the-verdict |" in (out / "README.md").read_text()
+    hf = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+    ours = from_pretrained(out)
+    idx = torch.randint(0, 300, (3, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (hf(idx).logits - ours(idx)).abs().max().item() < 1e-5
+        assert torch.equal(ours(idx), from_pretrained(run_dir / "model")(idx))
+    capsys.readouterr()                                            # transformers' loading bar
+    assert "already exists and is not empty" in error_of(capsys, ["export", str(run_dir), str(out)])
+
+
+def test_generate_streams_the_models_continuation(trained, capsys):
+    prompt = "I had always thought"
+    assert main(["generate", str(trained), "--prompt", prompt, "--max-new-tokens", "24", "--greedy"]) == 0
+    text = capsys.readouterr().out
+    model, tokenizer = from_pretrained(trained / "model"), BPETokenizer.load(trained / "tokenizer.json")
+    new = generate(model, tokenizer.encode(prompt), 24, overflow="slide").sequences[0]
+    assert text == prompt + tokenizer.decode(new) + "\n"
+    sample = ["generate", str(trained / "model"), "--max-new-tokens", "30", "--seed", "3", "--top-k", "20"]
+    assert main(sample) == 0
+    first = capsys.readouterr().out
+    assert main(sample) == 0
+    assert capsys.readouterr().out == first and len(first) > 10
+
+
+def test_refuses_to_overwrite_or_resume_another_config(trained, tmp_path, capsys):
+    config = write_config(tmp_path, TINY)
+    err = error_of(capsys, ["pretrain", "--config", str(config), "--out", str(trained)])
+    assert err == f"gpt2-core pretrain: error: {trained} is not empty; resume the run there (--resume) " \
+                  "or choose a new directory"
+    err = error_of(capsys, ["pretrain", "--config", str(config), "--out", str(trained), "--resume", "--max-steps", "30"])
+    assert err.endswith("its config differs from the new one in config.train.max_steps: 20 -> 30")
+    assert main(["pretrain", "--config", str(config), "--out", str(trained), "--resume"]) == 0
+    assert "is finished" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"train": {"max_step": 5}}, "bad.json: unknown key 'train.max_step'"),
+    ({"model": {"n_embd": "16"}}, "bad.json: key 'model.n_embd' must be int, got str '16'"),
+    ({"vocab_size": 400}, "bad.json: model.vocab_size=300 is smaller than the tokenizer's vocab_size=400"),
+    ({"dataset": "nope"}, "unknown data set 'nope'"),
+])
+def test_bad_config_files_are_named(tmp_path, capsys, values, message):
+    config = write_config(tmp_path, {**TINY, **values, "model": {**TINY["model"], **values.get("model", {})},
+                                     "train": {**TINY["train"], **values.get("train", {})}}, "bad.json")
+    err = error_of(capsys, ["pretrain", "--config", str(config), "--out", str(tmp_path / "run")])
+    assert message in err
+
+
+def test_bad_paths_and_pickles_are_refused(trained, tmp_path, capsys):
+    assert "no such model directory" in error_of(capsys, ["generate", str(tmp_path / "absent")])
+    weights = tmp_path / "pytorch_model.bin"
+    weights.write_bytes(b"pickle")
+    assert "refusing to load" in error_of(capsys, ["generate", str(weights)])
+    assert "refusing to load pickled weights (pytorch_model.bin)" in error_of(capsys, ["evaluate", str(tmp_path), "x"])
+    assert "neither a file nor a registered data set" in error_of(capsys, ["evaluate", str(trained), "absent.txt"])
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    assert "not UTF-8 text" in error_of(capsys, ["evaluate", str(trained), str(tmp_path / "latin1.txt")])
+    assert "does not exist" in error_of(capsys, ["pretrain", "--config", str(tmp_path / "x.json"), "--out", "r"])
+    assert "is not a run directory" in error_of(capsys, ["export", str(tmp_path), str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(trained), "--temperature", "0"])
+    assert exit_info.value.code == 2 and "expected a number > 0, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0 and f"usage: gpt2-core {name}" in capsys.readouterr().out
+
+
+def test_resume_after_the_process_is_killed(tmp_path):
+    config = write_config(tmp_path, {**TINY, "train": {**TINY["train"], "max_steps": 200, "eval_interval": 0}})
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "gpt2_core", "pretrain", "--config", str(config), "--out", str(run_dir)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list((run_dir / "checkpoints").glob("ckpt-*")):
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    assert not (run_dir / "model").exists(), "the run finished before it was killed"
+    assert Run.open(run_dir).last_step < 200
+    subprocess.run(command + ["--resume"], env=env, check=True, capture_output=True)
+    run = Run.open(run_dir)
+    assert [r["step"] for r in run.metrics()] == list(range(1, 201))     # each step exactly once
+    assert (run_dir / "checkpoints" / "ckpt-0000200").is_dir() and (run_dir / "model" / "model.safetensors").is_file()
