@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpt2_core import data
+from gpt2_core.generate import generate
 from gpt2_core.tokenizer import Tokenizer
 from gpt2_core.train import TrainConfig, configure_optimizer, lr_at
 
@@ -252,6 +253,26 @@ def response_perplexity(model: nn.Module, examples: Sequence[Example], *, pad_id
     if count == 0:
         raise ValueError("no response tokens to score (empty list, or every response truncated away)")
     return math.exp(total / count)
+
+
+# %% chapters/07_instruction.ipynb, cell 37
+def respond(model: nn.Module, tokenizer: Tokenizer, entries: Sequence[Mapping[str, str]],
+            max_new_tokens: int, batch_size: int = 50) -> list[str]:
+    """The model's greedy responses to `entries`: its continuations of their prompts, up to <|endoftext|>."""
+    eot = tokenizer.eot_token
+    responses = []
+    for i in range(0, len(entries), batch_size):
+        prompts = [tokenizer.encode(format_prompt(e)) for e in entries[i:i + batch_size]]
+        out = generate(model, prompts, max_new_tokens, stop_tokens=(eot,), pad_token_id=eot)
+        responses += [tokenizer.decode([t for t in seq if t != eot]) for seq in out.sequences]
+    return responses
+
+
+def rule_eval(model: nn.Module, tokenizer: Tokenizer, items: Sequence[Mapping[str, str]]
+              ) -> tuple[dict[str, float], list[str]]:
+    """Generate a response to every synthetic item and grade them by the rules."""
+    responses = respond(model, tokenizer, items, max_new_tokens=12)
+    return rule_accuracy(items, responses), responses
 
 
 # %% chapters/07_instruction.ipynb, cell 44

@@ -4,7 +4,6 @@
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gpt2_core import data
 from gpt2_core.model import GPT, GPTConfig
+from gpt2_core.runs import atomic_write, atomic_write_text, read_json
 from gpt2_core.tokenizer import BPETokenizer, Tokenizer
 from gpt2_core.train import TrainConfig, configure_optimizer, lr_at
 
@@ -87,16 +87,6 @@ def train_val_test_split(examples: Sequence[Example], train_fraction: float = 0.
     return shuffled[:n_train], shuffled[n_train:n_train + n_val], shuffled[n_train + n_val:]
 
 
-def _atomic_write_bytes(target: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def write_tsv(examples: Sequence[Example], path: str | os.PathLike, labels: Sequence[str] = SMS_LABELS) -> Path:
     """Write 'label<TAB>text' lines atomically; `load_sms_spam(path)` reads them back."""
     lines = []
@@ -106,7 +96,7 @@ def write_tsv(examples: Sequence[Example], path: str | os.PathLike, labels: Sequ
         lines.append(f"{labels[example.label]}\t{example.text}\n")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, lambda tmp: Path(tmp).write_text("".join(lines), encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text("".join(lines), encoding="utf-8"))
     return path
 
 
@@ -413,16 +403,16 @@ def save_classifier(classifier: GPTClassifier, directory: str | os.PathLike,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}
-    _atomic_write_bytes(directory / CLASSIFIER_WEIGHTS, lambda tmp: save_file(tensors, tmp))
+    atomic_write(directory / CLASSIFIER_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     config = {"gpt": asdict(classifier.config), "labels": list(classifier.labels),
               "max_length": classifier.max_length, "keep": classifier.keep, "tokenizer": None}
     if isinstance(tokenizer, BPETokenizer):
-        _atomic_write_bytes(directory / CLASSIFIER_TOKENIZER, lambda tmp: tokenizer.save(tmp))
+        atomic_write(directory / CLASSIFIER_TOKENIZER, tokenizer.save)
         config["tokenizer"] = CLASSIFIER_TOKENIZER
     elif tokenizer is not None:
         config["tokenizer"] = tokenizer.name                      # e.g. GPT-2's: rebuilt by name
     text = json.dumps(config, indent=1) + "\n"
-    _atomic_write_bytes(directory / CLASSIFIER_CONFIG, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_text(directory / CLASSIFIER_CONFIG, text)
     return directory
 
 
@@ -432,7 +422,7 @@ def load_classifier(directory: str | os.PathLike) -> tuple[GPTClassifier, BPETok
     config_path = directory / CLASSIFIER_CONFIG
     if not config_path.is_file():
         raise FileNotFoundError(f"{directory} has no {CLASSIFIER_CONFIG}; not a saved classifier")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config = read_json(config_path)                               # errors name the file and line
     classifier = GPTClassifier(GPT(GPTConfig(**config["gpt"])), config["labels"], config["max_length"],
                                config["keep"])
     classifier.load_state_dict(load_file(str(directory / CLASSIFIER_WEIGHTS)))

@@ -1,6 +1,7 @@
 """gpt2_core.finetune: SMS data helpers, padding, the last-token classifier, LoRA, training, save/load."""
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from gpt2_core.finetune import (SMS_LABELS, ClassificationDataset, Example, Fine
                                 truncate, write_tsv)
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.tokenizer import BPETokenizer
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -57,11 +60,9 @@ def test_parse_and_errors_name_the_line():
         parse_labelled_tsv("ham only\n")
 
 
-def test_sms_spam_counts_balance_and_split():
-    try:
-        messages = load_sms_spam()
-    except data.DataError:
-        pytest.skip("SMS Spam Collection not available offline")
+def test_sms_spam_counts_balance_and_split(monkeypatch):
+    monkeypatch.setenv(data.MIRROR_ENV, str(SHARED))
+    messages = load_sms_spam()
     labels = np.array([m.label for m in messages])
     assert (len(messages), (labels == 0).sum(), (labels == 1).sum()) == (5574, 4827, 747)
     balanced = balance_classes(messages, seed=123)
