@@ -319,7 +319,7 @@ def finetune(model: nn.Module, examples: Sequence[Example], cfg: TrainConfig, *,
     return log
 
 
-# %% chapters/07_instruction.ipynb, cell 62
+# %% chapters/07_instruction.ipynb, cell 64
 JUDGE_PROMPT = (
     "You grade answers to instructions. Given the instruction below, a correct reference answer "
     "and a model's answer, score the model's answer from 0 (useless) to 100 (as good as the "
