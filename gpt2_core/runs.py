@@ -5,9 +5,10 @@ A run directory holds
 * ``config.json``   the run's kind (e.g. "pretrain") and its resolved configuration;
 * ``metrics.jsonl`` one JSON object per logged step, appended and flushed as training goes;
 * ``eval.json``     evaluation results, one entry per evaluated text (e.g. "validation");
-* ``tokenizer.json`` the run's tokenizer, when it trains its own (gpt2_core's BPE format);
-* ``checkpoints/``  training checkpoints (`gpt2_core.checkpoint`), the out_dir of `train()`;
+* ``tokenizer.json`` the run's tokenizer, when it trains or fine-tunes with one in gpt2_core's BPE format;
+* ``checkpoints/``  training checkpoints (`gpt2_core.checkpoint`), the out_dir of `train()` (pretraining);
 * ``model/``        the exported model in the Hugging Face GPT-2 layout, with its model card;
+* ``classifier/``   instead of model/ in a classifier run: `gpt2_core.finetune.save_classifier`'s files;
 * ``README.md``     the model card.
 
 Nothing in a run is overwritten silently. Creating a run in a non-empty directory fails unless
@@ -42,7 +43,7 @@ from gpt2_core.checkpoint import (
 
 CONFIG_FILE, METRICS_FILE, EVAL_FILE, CARD_FILE = "config.json", "metrics.jsonl", "eval.json", "README.md"
 TOKENIZER_FILE = "tokenizer.json"
-CHECKPOINTS_DIR, MODEL_DIR = "checkpoints", "model"
+CHECKPOINTS_DIR, MODEL_DIR, CLASSIFIER_DIR = "checkpoints", "model", "classifier"
 
 
 class RunError(RuntimeError):
@@ -331,6 +332,22 @@ LIMITS = (
     "reliable; do not use its output as fact or in any product. It inherits the biases and the age "
     "of its training text, and it was not evaluated for harmful content."
 )
+CLASSIFIER_LIMITS = (
+    "For learning and experiments: it labels short English text messages as ham or spam, learned "
+    "from about a thousand SMS messages of the 2000s (the UCI SMS Spam Collection). It has seen no "
+    "other language, medium or decade, and was evaluated only on the held-out messages in eval.json; "
+    "do not use it to filter anyone's messages."
+)
+INSTRUCT_LIMITS = (
+    "For learning and experiments: it shows how instruction fine-tuning changes a model of this size. "
+    "It follows the prompt format it was tuned on, but a small model knows nothing reliable: do not "
+    "use its answers as fact or in any product. It inherits the biases of its base model's text and "
+    "of the instruction data, and it was not evaluated for harmful content."
+)
+KINDS = {  # kind -> (what the card calls the model, its limits); other kinds are language models
+    "finetune-classifier": ("text classifier", CLASSIFIER_LIMITS),
+    "finetune-instruct": ("instruction-following language model", INSTRUCT_LIMITS),
+}
 
 
 def _format(value: Any) -> str:
@@ -352,13 +369,20 @@ def _data_section(config: dict) -> list[str]:
     return ["## Data", "", *lines, ""]
 
 
-def _model_section(m: dict) -> list[str]:
+def _model_section(m: dict, labels: list[str] | None) -> list[str]:
+    """Shape, size and files of a language model, or (`labels` given) of a classifier."""
     shape = ", ".join(f"{k}={m[k]}" for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"))
-    files = ("`model.safetensors` + `config.json` in the Hugging Face GPT-2 layout; `tokenizer.json` "
-             "is gpt2_core's byte-level BPE (`gpt2_core.tokenizer.BPETokenizer.load`)")
-    return ["## Model", "", f"- {shape}",
-            f"- {parameter_count(m):,} parameters (the LM head is tied to the token embedding)",
-            f"- {files}", ""]
+    tokenizer = "`tokenizer.json` is gpt2_core's byte-level BPE (`gpt2_core.tokenizer.BPETokenizer.load`)"
+    if labels is None:
+        return ["## Model", "", f"- {shape}",
+                f"- {parameter_count(m):,} parameters (the LM head is tied to the token embedding)",
+                f"- `model.safetensors` + `config.json` in the Hugging Face GPT-2 layout; {tokenizer}", ""]
+    head = m["n_embd"] * len(labels) + len(labels)
+    size = (f"{parameter_count(m) + head:,} parameters: the LM head is replaced by a {len(labels)}-way "
+            f"classification head ({', '.join(labels)}) read at each message's last token")
+    files = (f"`{CLASSIFIER_DIR}/` in the run: `model.safetensors` + `classifier.json` "
+             f"(`gpt2_core.finetune.load_classifier`); {tokenizer}")
+    return ["## Model", "", f"- {shape}", f"- {size}", f"- {files}", ""]
 
 
 def _training_section(metrics: list[dict], step: int | None) -> list[str]:
@@ -372,7 +396,9 @@ def _training_section(metrics: list[dict], step: int | None) -> list[str]:
 
 
 def _evaluation_section(evaluations: dict[str, dict]) -> list[str]:
-    keys = list(dict.fromkeys(k for results in evaluations.values() for k in results))
+    """A table of the numbers and strings in eval.json (lists and objects stay in the file)."""
+    keys = list(dict.fromkeys(k for results in evaluations.values() for k, v in results.items()
+                              if isinstance(v, (int, float, str))))
     rows = [f"| {name} | " + " | ".join(_format(results.get(k, "")) for k in keys) + " |"
             for name, results in evaluations.items()]
     return ["## Evaluation", "", "| text | " + " | ".join(keys) + " |", "|---" * (1 + len(keys)) + "|",
@@ -386,47 +412,61 @@ def model_card(run: Run, *, step: int | None = None) -> str:
     """
     config = run.config
     metrics = [r for r in run.metrics() if step is None or r["step"] <= step]
-    intro = (f"A GPT-2-architecture language model made by `gpt2_core` ({run.kind} run, "
+    what, limits = KINDS.get(run.kind, ("language model", LIMITS))
+    base = f", fine-tuned from `{config['base']}`" if "base" in config else ""
+    intro = (f"A GPT-2-architecture {what} made by `gpt2_core` ({run.kind} run{base}, "
              f"gpt2_core {__version__}, created {run.created}).")
     lines = [f"# {run.directory.name}", "", intro, ""]
     if "dataset" in config:
         lines += _data_section(config)
     if "model" in config:
-        lines += _model_section(config["model"])
+        lines += _model_section(config["model"], config.get("labels"))
     if metrics:
         lines += _training_section(metrics, step)
     if run.evaluations:
         lines += _evaluation_section(run.evaluations)
     lines += ["## Configuration", "", "```json", json.dumps(config, indent=1), "```", "",
-              "## Intended use and limits", "", LIMITS, ""]
+              "## Intended use and limits", "", limits, ""]
     return "\n".join(lines)
 
 
 # --- export ------------------------------------------------------------------------------------
-def export_model(run: Run, out: str | Path) -> Path:
-    """Write the run's newest checkpoint to `out` (absent or empty) in the Hugging Face GPT-2 layout.
+def _final_weights(run: Run) -> tuple[torch.nn.Module, int | None]:
+    """The model of the run's newest checkpoint and its step, or, for a run without checkpoints
+    (a fine-tuning run), the model in its model/ directory and None."""
+    from gpt2_core.model import GPT, GPTConfig, from_pretrained
+
+    checkpoint = latest_checkpoint(run.checkpoints)
+    if checkpoint is not None:
+        state = read_state(checkpoint)
+        model = GPT(GPTConfig(**state["config"]["model"]))
+        load_checkpoint(checkpoint, model=model, restore_rng=False)
+        return model, state["step"]
+    if (run.model_dir / "model.safetensors").is_file():
+        return from_pretrained(run.model_dir), None
+    raise RunError(f"{run.directory} holds no checkpoint and no {MODEL_DIR}/ to export")
+
+
+def export_model(run: Run, out: str | Path, *, model: torch.nn.Module | None = None) -> Path:
+    """Write `model`, else the run's newest checkpoint, else its model/, to `out` (absent or empty)
+    in the Hugging Face GPT-2 layout.
 
     `out` gets config.json, model.safetensors, the run's tokenizer.json (when it has one) and the
     model card README.md; it is assembled in a temporary directory and renamed into place.
     """
-    from gpt2_core.model import GPT, GPTConfig, save_pretrained
+    from gpt2_core.model import save_pretrained
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"{out} already exists and is not empty; refusing to overwrite it")
-    checkpoint = latest_checkpoint(run.checkpoints)
-    if checkpoint is None:
-        raise RunError(f"{run.checkpoints} holds no checkpoint to export")
-    state = read_state(checkpoint)
-    model = GPT(GPTConfig(**state["config"]["model"]))
-    load_checkpoint(checkpoint, model=model, restore_rng=False)
+    model, step = (model, None) if model is not None else _final_weights(run)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}-"))
     try:
         save_pretrained(model, tmp)
         if (run.directory / TOKENIZER_FILE).is_file():
             shutil.copyfile(run.directory / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
-        (tmp / CARD_FILE).write_text(model_card(run, step=state["step"]), encoding="utf-8")
+        (tmp / CARD_FILE).write_text(model_card(run, step=step), encoding="utf-8")
         for file in tmp.iterdir():
             file.chmod(0o644)
         tmp.chmod(0o755)

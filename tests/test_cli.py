@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from gpt2_core import data
-from gpt2_core.cli import COMMANDS, main
+from gpt2_core.cli import COMMANDS, main, sms_splits
+from gpt2_core.finetune import LoRALinear, classification_loader, load_classifier, predict
 from gpt2_core.generate import generate
 from gpt2_core.model import from_pretrained
 from gpt2_core.nbexport import ROOT
@@ -48,6 +49,19 @@ def trained(tmp_path_factory) -> Path:
         mp.setenv(data.MIRROR_ENV, str(SHARED))
         mp.setenv(data.OFFLINE_ENV, "1")
         assert main(["pretrain", "--config", str(write_config(tmp, TINY)), "--out", str(tmp / "run")]) == 0
+    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def long_context(tmp_path_factory) -> Path:
+    """A tiny pretraining run with a 256-token context, room for chapter 7's prompts (read-only)."""
+    tmp = tmp_path_factory.mktemp("long")
+    config = {**TINY, "model": {**TINY["model"], "block_size": 256}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(data.CACHE_ENV, str(tmp / "cache"))
+        mp.setenv(data.MIRROR_ENV, str(SHARED))
+        mp.setenv(data.OFFLINE_ENV, "1")
+        assert main(["pretrain", "--config", str(write_config(tmp, config)), "--out", str(tmp / "run")]) == 0
     return tmp / "run"
 
 
@@ -189,3 +203,92 @@ def test_resume_after_the_process_is_killed(tmp_path):
     run = Run.open(run_dir)
     assert [r["step"] for r in run.metrics()] == list(range(1, 201))     # each step exactly once
     assert (run_dir / "checkpoints" / "ckpt-0000200").is_dir() and (run_dir / "model" / "model.safetensors").is_file()
+
+
+def test_finetune_classifier_writes_a_run_with_test_metrics(long_context, tmp_path, capsys):
+    out = tmp_path / "spam"
+    assert main(["finetune-classifier", str(long_context), "--out", str(out), "--epochs", "2", "--limit", "160"]) == 0
+    assert "test: accuracy " in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "classifier", "config.json", "eval.json",
+                                                     "metrics.jsonl"]
+    run = Run.open(out)
+    assert run.kind == "finetune-classifier" and run.config["base"] == str(long_context)
+    assert run.config["finetune"] | {"trainable": "all", "max_length": 64, "limit": 160} == run.config["finetune"]
+    assert [(r["step"], r["epoch"]) for r in run.metrics()] == [(10, 1), (20, 2)]     # 160 messages, 16 a batch
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "elapsed_s"} <= set(run.metrics()[0])
+    test, full = run.evaluations["test"], run.evaluations["full test"]
+    assert (test["messages"], full["messages"]) == (300, 5574 - 1045 - 149)
+    assert test["accuracy"] == pytest.approx((test["confusion"][0][0] + test["confusion"][1][1]) / 300)
+    assert {"precision", "recall", "f1"} <= set(test)
+    classifier, tokenizer = load_classifier(out / "classifier")
+    labels, predictions, _ = predict(classifier, classification_loader(sms_splits()["test"], tokenizer, max_length=64))
+    assert (labels == predictions).float().mean().item() == pytest.approx(test["accuracy"])
+    card = (out / "README.md").read_text()
+    assert "text classifier" in card and "| test | 300 |" in card and (out / "classifier" / "README.md").is_file()
+    assert "is a classifier run, not a language model" in error_of(capsys, ["generate", str(out)])
+
+
+def test_finetune_classifier_with_lora_saves_merged_weights(long_context, tmp_path):
+    out = tmp_path / "lora"
+    assert main(["finetune-classifier", str(long_context / "model"), "--out", str(out), "--epochs", "1",
+                 "--limit", "32", "--lora-rank", "2", "--max-length", "300"]) == 0
+    finetune = Run.open(out).config["finetune"]
+    assert (finetune["trainable"], finetune["lora_rank"], finetune["max_length"]) == ("head", 2, 256)
+    classifier, _ = load_classifier(out / "classifier")
+    assert not any(isinstance(m, LoRALinear) for m in classifier.modules())
+
+
+def test_finetune_instruct_exports_a_model_that_loads_in_transformers(long_context, tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    config = write_config(tmp_path, {"eval_interval": 2, "synthetic_train": 10, "synthetic_test": 5})
+    out = tmp_path / "instruct"
+    assert main(["finetune-instruct", str(long_context), "--out", str(out), "--config", str(config),
+                 "--max-steps", "4", "--batch-size", "4"]) == 0
+    assert "response perplexity on the test split" in capsys.readouterr().out
+    run = Run.open(out)
+    assert run.kind == "finetune-instruct" and run.config["finetune"]["mask_prompt"] is True
+    assert [r["step"] for r in run.metrics()] == [1, 2, 3, 4]
+    assert [r["step"] for r in run.metrics() if "val_loss" in r] == [2, 4]
+    test, rules = run.evaluations["instruction-data test"], run.evaluations["synthetic rules"]
+    assert test["examples"] == 110 and test["response_perplexity"] < test["base_response_perplexity"]
+    assert rules["items"] == 20 and set(rules["by_task"]) == {"count", "commas", "more_than_three", "parity", "all"}
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                                 "tokenizer.json"]
+    exported = tmp_path / "exported"
+    assert main(["export", str(out), str(exported)]) == 0
+    hf = transformers.GPT2LMHeadModel.from_pretrained(exported).eval()
+    ours = from_pretrained(out / "model")
+    idx = torch.randint(0, 300, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (hf(idx).logits - ours(idx)).abs().max().item() < 1e-5
+        assert not torch.equal(ours(idx), from_pretrained(long_context / "model")(idx))     # it was trained
+    assert "instruction-following" in (exported / "README.md").read_text()
+    capsys.readouterr()
+    assert main(["generate", str(out), "--prompt", "Name a colour.", "--max-new-tokens", "5", "--greedy"]) == 0
+
+
+@pytest.mark.parametrize("command, values, message", [
+    ("finetune-classifier", {"epoch": 2}, "bad.json: unknown key 'epoch'; known keys here: epochs, "),
+    ("finetune-classifier", {"lr": "big"}, "bad.json: key 'lr' must be float, got str 'big'"),
+    ("finetune-classifier", {"trainable": "last"}, "trainable must be one of head, last_block, all"),
+    ("finetune-classifier", {"lora_rank": 4, "trainable": "all"}, "trainable must be 'head', got 'all'"),
+    ("finetune-instruct", {"max_step": 3}, "bad.json: unknown key 'max_step'"),
+    ("finetune-instruct", {"lr": 1e-4, "min_lr": 1e-3}, "bad.json: invalid config: need 0 <= min_lr <= lr"),
+])
+def test_bad_finetune_configs_are_named(long_context, tmp_path, capsys, command, values, message):
+    config = write_config(tmp_path, values, "bad.json")
+    err = error_of(capsys, [command, str(long_context), "--config", str(config), "--out", str(tmp_path / "run")])
+    assert message in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["finetune-classifier", "finetune-instruct"])
+def test_finetune_refuses_an_existing_run_directory(long_context, trained, command, capsys):
+    err = error_of(capsys, [command, str(long_context), "--out", str(trained)])
+    assert err == f"gpt2-core {command}: error: {trained} exists and is not empty; choose a new directory " \
+                  "(a fine-tuning run cannot be resumed: start it again)"
+
+
+def test_finetune_instruct_needs_room_for_the_prompts(trained, tmp_path, capsys):
+    err = error_of(capsys, ["finetune-instruct", str(trained), "--out", str(tmp_path / "run")])
+    assert "the model's context (16 tokens) is too short for the synthetic prompts" in err
+    assert not (tmp_path / "run").exists()

@@ -1,5 +1,6 @@
 """Run records: config, metrics log, evaluations, resume rules, config files, and the model card."""
 
+import dataclasses
 import json
 
 import pytest
@@ -173,3 +174,19 @@ def test_model_card_reports_data_model_training_and_evaluation(tmp_path):
                  "| validation | 5.0000 | 4.5000 |", '"max_steps": 20', "## Intended use and limits"):
         assert fact in card, fact
     assert "1 optimizer steps (these weights: step 1)" in model_card(run, step=1)
+
+
+def test_model_card_of_a_classifier_run(tmp_path):
+    config = {"base": "runs/tiny", "dataset": "sms-spam", "labels": ["ham", "spam"],
+              "model": dataclasses.asdict(RECIPE.model), "finetune": {"epochs": 1}}
+    run = Run.create(tmp_path / "spam", "finetune-classifier", config)
+    run.log({"step": 66, "epoch": 1, "train_loss": 0.5})
+    run.add_evaluation("test", {"messages": 300, "accuracy": 0.9, "confusion": [[140, 10], [20, 130]]})
+    card = model_card(run)
+    head = RECIPE.model.n_embd * 2 + 2
+    for fact in ("A GPT-2-architecture text classifier", "fine-tuned from `runs/tiny`",
+                 data.REGISTRY["sms-spam"].sha256, f"{parameter_count(config['model']) + head:,} parameters",
+                 "2-way classification head (ham, spam)", "| text | messages | accuracy |", "| test | 300 | 0.9000 |",
+                 "do not use it to filter anyone's messages"):
+        assert fact in card, fact
+    assert "[[140" not in card.split("## Configuration")[0]          # lists stay in eval.json
