@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +49,7 @@ from gpt2_core.finetune import (
     train_classifier,
     train_val_test_split,
 )
+from gpt2_core.evaluate import score_text
 from gpt2_core.generate import GenerationConfig, stream
 from gpt2_core.model import GPT, GPT2_SIZES, from_pretrained
 from gpt2_core.pretrained import BOOK_RECIPE, Recipe, prepare_corpus
@@ -69,7 +69,7 @@ from gpt2_core.runs import (
 )
 from gpt2_core.runtime import pick_device, seed_everything
 from gpt2_core.tokenizer import BPETokenizer, Tokenizer, gpt2_tokenizer
-from gpt2_core.train import TrainConfig, evaluate, train
+from gpt2_core.train import TrainConfig, train
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".ckpt"}
 
@@ -187,24 +187,6 @@ def read_text(source: str) -> str:
     raise UsageError(f"{source!r} is neither a file nor a registered data set ({', '.join(sorted(data.REGISTRY))})")
 
 
-def score(model: GPT, ids: np.ndarray, chars: int, block_size: int, *, batch_size: int = 32,
-          desc: str = "evaluate") -> dict:
-    """Loss per token (nats), perplexity and bits per character of token ids `ids` covering `chars`.
-
-    Consecutive windows of `block_size` tokens, as train.evaluate (which scores each chunk).
-    """
-    if block_size > model.config.block_size:
-        raise UsageError(f"block size {block_size} is longer than the model's context ({model.config.block_size})")
-    chunk = block_size * batch_size * 8                 # windows per progress-bar tick
-    total, count = 0.0, 0
-    for start in tqdm(range(0, len(ids) - 1, chunk), desc=desc, unit="chunk", disable=None):
-        chunk_total, chunk_count = evaluate(model, ids[start:start + chunk + 1], block_size, batch_size)
-        total, count = total + chunk_total, count + chunk_count
-    loss = total / count
-    return {"tokens": count, "characters": chars, "loss": loss, "perplexity": math.exp(loss),
-            "bits_per_char": total / chars / math.log(2)}
-
-
 # --- configurations, run directories and logging -----------------------------------------------
 def load_config(path: Path | None, base):
     """Dataclass `base` with the fields of JSON file `path` replaced (errors name the file and key)."""
@@ -295,7 +277,9 @@ def pretrain(args: argparse.Namespace) -> None:
     print(f"{run.directory}: {model.num_parameters():,} parameters, {len(corpus.train_ids):,} training tokens, "
           f"{recipe.train.max_steps} steps")
     _train(run, model, corpus.train_ids, corpus.val_ids, recipe.train)
-    results = score(model, corpus.val_ids, corpus.val_chars, recipe.train.block_size, desc="validation")
+    text = data.fetch(recipe.dataset).read_text(encoding="utf-8")
+    val_text = text[int(recipe.train_fraction * len(text)):]         # prepare_corpus's validation split
+    results = score_text(model, corpus.tokenizer, val_text, context=recipe.train.block_size).as_dict()
     run.add_evaluation("validation", results, overwrite=args.resume)
     run.write_text(CARD_FILE, model_card(run), overwrite=args.resume)
     export_model(run, run.model_dir)
@@ -346,7 +330,9 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model directory, run directory (results go to its eval.json), or OpenAI size")
     p.add_argument("text", help="a UTF-8 text file, or a registered data set (the whole text): "
                                 + ", ".join(sorted(data.REGISTRY)))
-    p.add_argument("--block-size", type=positive_int, help="tokens per window (default: the model's context)")
+    p.add_argument("--context", type=positive_int, help="tokens per window (default: the model's context)")
+    p.add_argument("--stride", type=positive_int, help="tokens a window advances; each scored prediction sees at "
+                                                       "least context - stride tokens (default: context)")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--overwrite", action="store_true", help="replace the run's earlier results for this text")
     p.add_argument("--device", help=DEVICE_HELP)
@@ -357,15 +343,20 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
 def evaluate_command(args: argparse.Namespace) -> None:
     model, tokenizer, run = load_model(args.model, pick_device(args.device))
     text = read_text(args.text)
-    ids = np.array(tokenizer.encode(text), dtype=np.int64)
-    if len(ids) < 2:
-        raise UsageError(f"{args.text}: the text has {len(ids)} token(s); at least 2 are needed")
-    chars = len(text) - len(tokenizer.decode(ids[:1].tolist()))    # the first token is never predicted
-    results = score(model, ids, chars, args.block_size or model.config.block_size, batch_size=args.batch_size)
+    context = args.context or model.config.block_size
+    if context > model.config.block_size:
+        raise UsageError(f"--context {context} is longer than the model's context ({model.config.block_size})")
+    if args.stride and args.stride > context:
+        raise UsageError(f"--stride {args.stride} is longer than the context ({context})")
+    if len(tokenizer.encode(text)) < 2:
+        raise UsageError(f"{args.text}: the text has fewer than 2 tokens; nothing to predict")
+    score = score_text(model, tokenizer, text, context=context, stride=args.stride, batch_size=args.batch_size)
+    results = {**score.as_dict(), "context": context, "stride": args.stride or context}
     if run is not None:
         run.add_evaluation(args.text, results, overwrite=args.overwrite)
     print(f"{args.text}: loss {results['loss']:.4f} nats/token, perplexity {results['perplexity']:.2f}, "
-          f"{results['bits_per_char']:.4f} bits/char over {results['tokens']:,} tokens")
+          f"{results['bits_per_char']:.4f} bits/char, {results['bits_per_byte']:.4f} bits/byte over "
+          f"{results['tokens']:,} tokens (context {context}, stride {results['stride']})")
 
 
 # --- export ------------------------------------------------------------------------------------

@@ -106,7 +106,14 @@ def test_evaluate_export_and_load_in_transformers(trained, tmp_path, capsys):
     assert results["bits_per_char"] == pytest.approx(results["loss"] * results["tokens"] / results["characters"]
                                                      / 0.6931471805599453)
     assert "refusing to overwrite" in error_of(capsys, ["evaluate", str(run_dir), "the-verdict"])
-    assert main(["evaluate", str(run_dir), "the-verdict", "--overwrite"]) == 0
+    assert main(["evaluate", str(run_dir), "the-verdict", "--overwrite", "--stride", "4"]) == 0
+    slid = Run.open(run_dir).evaluations["the-verdict"]
+    assert (slid["stride"], slid["context"], slid["tokens"]) == (4, 16, results["tokens"])
+    assert slid["bits_per_byte"] * slid["bytes"] == pytest.approx(slid["bits_per_char"] * slid["characters"])
+    assert "--stride 17 is longer than the context (16)" in error_of(
+        capsys, ["evaluate", str(run_dir), "the-verdict", "--overwrite", "--stride", "17"])
+    assert "--context 32 is longer than the model's context (16)" in error_of(
+        capsys, ["evaluate", str(run_dir), "the-verdict", "--overwrite", "--context", "32"])
 
     out = tmp_path / "exported"
     assert main(["export", str(run_dir), str(out)]) == 0
