@@ -371,7 +371,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-# %% chapters/06_classification.ipynb, cell 47
+# %% chapters/06_classification.ipynb, cell 48
 @torch.no_grad()
 def classify(classifier: GPTClassifier, tokenizer: Tokenizer, text: str | Sequence[str]) -> str | list[str]:
     """The predicted label of `text` (or a list of labels for a list of texts)."""

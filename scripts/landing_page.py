@@ -99,7 +99,9 @@ def render_times(chapters: list[Chapter], gpu: dict | None) -> str:
              "committed notebook (first cell started to last cell finished), so it is the run whose outputs",
              "you see in this book. That run used a CPU; {doc}`chapter 0 <../chapters/00_setup>` prints the machine it ran",
              "on. Chapter 5 and later load chapter 4's trained model from the cache, so on a fresh machine the",
-             "first of them to run also trains it, which costs about as long as chapter 4.",
+             "first of them to run also trains it, which costs about as long as chapter 4. Chapter 7 starts",
+             "from a variant of that model with a 256-token context, also trained once and cached; on two",
+             "CPU cores that training takes about three minutes more, the first time only.",
              "",
              f"| chapter | CPU | {gpu_header} |",
              "|---|---|---|"]
