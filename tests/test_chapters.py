@@ -1,6 +1,7 @@
 """Every chapter has the same frame: Goals first; Summary, Exercises and "What we promoted into
 gpt2_core" at the end, in that order. The promoted section is checked against the notebook's
 export markers, so it cannot drift from what the chapter really puts into the package.
+Every figure (a code cell with an image output) carries a caption and an alt text for the book.
 """
 
 import ast
@@ -98,6 +99,29 @@ def promoted_claims(body: str) -> dict[str, list[str]]:
     return claims
 
 
+REMOVED_OUTPUT = {"remove-output", "remove_output", "remove-cell", "remove_cell"}
+
+
+def figure_problems(notebook: Path) -> list[str]:
+    """What each figure lacks: myst-nb renders a code cell's image outputs with the cell metadata
+    {"mystnb": {"figure": {"caption": ...}, "image": {"alt": ...}}} as a captioned <figure>
+    around an <img alt=...>. Cells whose outputs the book removes are not figures."""
+    problems = []
+    for index, cell in enumerate(nbformat.read(notebook, as_version=4).cells):
+        if cell.cell_type != "code" or REMOVED_OUTPUT & set(cell.metadata.get("tags", [])):
+            continue
+        if not any(mime.startswith("image/") for output in cell.get("outputs", [])
+                   for mime in output.get("data", {})):
+            continue
+        mystnb = cell.metadata.get("mystnb", {})
+        for key, option in (("figure", "caption"), ("image", "alt")):
+            value = mystnb.get(key, {}).get(option, "")
+            if not (isinstance(value, str) and value.strip()):
+                problems.append(f"{notebook.name}: cell {index} has an image output but no "
+                                f"mystnb.{key}.{option} in its metadata")
+    return problems
+
+
 def test_there_are_chapters():
     assert len(CHAPTERS) >= 6
 
@@ -145,6 +169,12 @@ def test_promoted_section_matches_the_export(notebook):
         assert (ROOT / "gpt2_core" / f"{module}.py").is_file(), f"{notebook.name}: no module gpt2_core.{module}"
 
 
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda p: p.stem)
+def test_figures_have_caption_and_alt_text(notebook):
+    problems = figure_problems(notebook)
+    assert not problems, "\n".join(problems)
+
+
 def test_parsers_on_a_sample(tmp_path):
     cells = [nbformat.v4.new_markdown_cell("# 9. Demo\n\nIntro.\n\n## Goals\n\n* one\n* two"),
              nbformat.v4.new_code_cell("#| export demo\ndef double(x):\n    return 2 * x\n\nK = 3"),
@@ -161,3 +191,23 @@ def test_parsers_on_a_sample(tmp_path):
     assert promoted_claims(section(path, PROMOTED)) == {"demo": ["double", "K"]}
     source = nbexport.render_modules([path], root=tmp_path)["demo"]
     assert defined_names(source) == {"double", "K"} and public_functions_and_classes(source) == {"double"}
+
+
+def test_figure_check_on_a_sample(tmp_path):
+    png = {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}
+    figure = nbformat.v4.new_output("display_data", data=png)
+    text = nbformat.v4.new_output("stream", name="stdout", text="no figure\n")
+    described = {"mystnb": {"figure": {"caption": "A plot."}, "image": {"alt": "Line chart."}}}
+    cells = [nbformat.v4.new_code_cell("plot()", outputs=[figure], metadata=described),
+             nbformat.v4.new_code_cell("print()", outputs=[text]),
+             nbformat.v4.new_code_cell("plot()", outputs=[figure], metadata={"tags": ["remove-output"]}),
+             nbformat.v4.new_code_cell("plot()", outputs=[text, figure]),
+             nbformat.v4.new_code_cell("plot()", outputs=[figure],
+                                       metadata={"mystnb": {"figure": {"caption": " "}, "image": {"alt": "x"}}})]
+    path = tmp_path / "09_demo.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    assert figure_problems(path) == [
+        "09_demo.ipynb: cell 3 has an image output but no mystnb.figure.caption in its metadata",
+        "09_demo.ipynb: cell 3 has an image output but no mystnb.image.alt in its metadata",
+        "09_demo.ipynb: cell 4 has an image output but no mystnb.figure.caption in its metadata",
+    ]
