@@ -5,7 +5,8 @@ driver download is needed. Hostname lookups are disabled (`--host-resolver-rules
 needs the internet fails here exactly as it would for an offline reader. For each page the test
 fails on console errors, failed or non-local requests, images that did not load, widgets that did
 not render, and math that MathJax did not typeset; it saves a full-page screenshot under
-`_build/screenshots/`. Chapter pages must also offer Colab and Binder launch links.
+`_build/screenshots/`. Chapter pages must also offer Colab and Binder launch links, and give every
+image a non-empty alt text (a figure's comes from its cell's `mystnb.image.alt` metadata).
 """
 
 import base64
@@ -165,6 +166,8 @@ INSPECT = """(() => {
     rawTex: rawTex,
     brokenImages: [...document.images].filter(i => !i.complete || i.naturalWidth === 0)
         .map(i => i.currentSrc || i.src),
+    imagesWithoutAlt: [...document.images].filter(i => !(i.getAttribute('alt') || '').trim())
+        .map(i => (i.currentSrc || i.src).slice(0, 120)),
     links: [...document.querySelectorAll('a[href]')].map(a => a.href),
     height: Math.ceil(document.documentElement.scrollHeight),
   };
@@ -232,6 +235,7 @@ def test_page_renders_offline(page, browser, book_url):
         for link in launch_links(page):
             if link not in seen["links"]:
                 problems.append(f"launch button missing: {link}")
+        problems += [f"image without alt text: {src}" for src in seen["imagesWithoutAlt"]]
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     # the whole page in one tall viewport (a clip beyond the viewport garbles very long pages),
