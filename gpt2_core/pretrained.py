@@ -20,12 +20,14 @@ from gpt2_core import data
 from gpt2_core import model as model_module
 from gpt2_core import tokenizer as tokenizer_module
 from gpt2_core import train as train_module
-from gpt2_core.model import GPT, GPTConfig, from_pretrained, save_pretrained
+from gpt2_core.model import GPT, GPTConfig, from_pretrained
+from gpt2_core.runs import TOKENIZER_FILE, Run, export_model, model_card
 from gpt2_core.runtime import seed_everything
 from gpt2_core.tokenizer import BPETokenizer, Tokenizer, gpt2_tokenizer
 from gpt2_core.train import TrainConfig, evaluate, train
 
 WEIGHTS_ENV = "GPT2_BOOK_WEIGHTS"
+CACHE_LAYOUT = "run directory 1"      # how a cached model is stored; part of its key
 
 
 @dataclass(frozen=True)
@@ -77,32 +79,49 @@ class PretrainedModel:
 
 
 def recipe_key(recipe: Recipe) -> str:
-    """Content hash of a recipe, its data and the code that trains it."""
+    """Content hash of a recipe, its data, the code that trains it and the cache layout."""
     digest = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
     digest.update(data.REGISTRY[recipe.dataset].sha256.encode())
+    digest.update(CACHE_LAYOUT.encode())
     for module in (attention_module, model_module, tokenizer_module, train_module):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()[:16]
 
 
 def _train_and_save(recipe: Recipe, directory: Path, on_log: Callable[[dict], None] | None) -> None:
+    """Train `recipe` into a run directory (gpt2_core.runs) built aside and renamed to `directory`.
+
+    It holds what `python -m gpt2_core pretrain` writes: config.json, metrics.jsonl, eval.json,
+    the model card README.md, tokenizer.json and model/; plus record.json, all of it in one file.
+    """
     corpus = prepare_corpus(recipe)
-    seed_everything(recipe.train.seed)
-    model = GPT(recipe.model)
-    started = time.perf_counter()
-    log = train(model, corpus.train_ids, corpus.val_ids, recipe.train, on_log=on_log)
-    seconds = time.perf_counter() - started
-    total, count = evaluate(model, corpus.val_ids, recipe.train.block_size)
-    record = {"recipe": asdict(recipe), "key": directory.name, "train_seconds": seconds,
-              "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "log": log,
-              "val_loss": total / count, "val_tokens": count,
-              "val_bits_per_char": total / corpus.val_chars / np.log(2)}
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".tmp-{directory.name}-"))
     try:
-        save_pretrained(model, tmp)
-        corpus.tokenizer.save(tmp / "tokenizer.json")
-        (tmp / "record.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+        run = Run.create(tmp, "pretrain", recipe)
+        seed_everything(recipe.train.seed)
+        model = GPT(recipe.model)
+        started = time.perf_counter()
+
+        def log(record: dict) -> None:
+            run.log({**record, "elapsed_s": time.perf_counter() - started})
+            if on_log is not None:
+                on_log(record)
+
+        train_log = train(model, corpus.train_ids, corpus.val_ids, recipe.train, on_log=log)
+        seconds = time.perf_counter() - started
+        total, count = evaluate(model, corpus.val_ids, recipe.train.block_size)
+        validation = {"loss": total / count, "tokens": count,
+                      "bits_per_char": total / corpus.val_chars / np.log(2)}
+        record = {"recipe": asdict(recipe), "key": directory.name, "train_seconds": seconds,
+                  "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0],
+                  "log": train_log, "val_loss": validation["loss"], "val_tokens": count,
+                  "val_bits_per_char": validation["bits_per_char"]}
+        run.add_evaluation("validation", validation)
+        corpus.tokenizer.save(tmp / TOKENIZER_FILE)
+        run.write_text("README.md", model_card(run))
+        export_model(run, run.model_dir, model=model)
+        run.write_json("record.json", record)
         try:
             os.replace(tmp, directory)
         except OSError:                       # another process finished the same recipe first
@@ -124,8 +143,8 @@ def book_model(recipe: Recipe = BOOK_RECIPE, *, on_log: Callable[[dict], None] |
         for record in json.loads((directory / "record.json").read_text(encoding="utf-8"))["log"]:
             on_log(record)
     record = json.loads((directory / "record.json").read_text(encoding="utf-8"))
-    model = from_pretrained(directory)
-    return PretrainedModel(model.eval(), BPETokenizer.load(directory / "tokenizer.json"), record)
+    model = from_pretrained(directory / "model")
+    return PretrainedModel(model.eval(), BPETokenizer.load(directory / "model" / TOKENIZER_FILE), record)
 
 
 def load_base_model(weights: str | None = None) -> PretrainedModel:

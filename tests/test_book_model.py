@@ -1,0 +1,57 @@
+"""book_model caches a trained recipe as a run directory, the layout the command line writes."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt2_core import data
+from gpt2_core.cli import main
+from gpt2_core.model import GPTConfig, from_pretrained
+from gpt2_core.pretrained import BOOK_RECIPE, book_model, recipe_key
+from gpt2_core.runs import Run
+from gpt2_core.train import TrainConfig
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY = replace(BOOK_RECIPE, vocab_size=300,
+               model=GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0),
+               train=TrainConfig(max_steps=12, batch_size=4, block_size=16, warmup_steps=2, eval_interval=6,
+                                 eval_batches=2, seed=3))
+
+
+@pytest.fixture
+def mirror(monkeypatch):
+    monkeypatch.setenv(data.MIRROR_ENV, str(SHARED))
+
+
+def test_book_model_is_a_run_directory(mirror, capsys):
+    seen = []
+    trained = book_model(TINY, on_log=seen.append)
+    directory = data.cache_dir() / "models" / f"book-{recipe_key(TINY)}"
+    run = Run.open(directory)
+    assert run.kind == "pretrain" and run.config["model"]["n_embd"] == 16
+    assert [r["step"] for r in run.metrics()] == list(range(1, 13)) == [r["step"] for r in seen]
+    assert all(r["elapsed_s"] >= 0 for r in run.metrics())
+    assert run.evaluations["validation"]["bits_per_char"] == trained.record["val_bits_per_char"]
+    assert sorted(p.name for p in run.model_dir.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                             "tokenizer.json"]
+    assert "## Intended use and limits" in (directory / "README.md").read_text()
+    assert not [p for p in directory.parent.iterdir() if p.name.startswith(".tmp-")]
+
+    replayed = []
+    again = book_model(TINY, on_log=replayed.append)                  # from the cache, log replayed
+    assert again.record == trained.record and len(replayed) == 12
+    ids = torch.tensor([trained.tokenizer.encode("ROMEO: what")])
+    torch.testing.assert_close(again.model(ids), from_pretrained(run.model_dir)(ids))
+
+    assert main(["generate", str(directory), "--prompt", "ROMEO:", "--max-new-tokens", "5", "--greedy"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:")
+
+
+def test_the_cache_layout_is_part_of_the_key(monkeypatch):
+    from gpt2_core import pretrained
+
+    before = recipe_key(TINY)
+    monkeypatch.setattr(pretrained, "CACHE_LAYOUT", "another layout")
+    assert recipe_key(TINY) != before
