@@ -40,29 +40,27 @@ def mirror(monkeypatch):
     monkeypatch.setenv(data.MIRROR_ENV, str(SHARED))
 
 
+def pretrain_tiny(directory: Path, config: dict) -> Path:
+    """Run `pretrain` on `config` in `directory`, offline from the mirror; return the run directory."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(data.CACHE_ENV, str(directory / "cache"))
+        mp.setenv(data.MIRROR_ENV, str(SHARED))
+        mp.setenv(data.OFFLINE_ENV, "1")
+        assert main(["pretrain", "--config", str(write_config(directory, config)), "--out",
+                     str(directory / "run")]) == 0
+    return directory / "run"
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """One finished tiny pretraining run, shared read-only by the tests (copy it to change it)."""
-    tmp = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(data.CACHE_ENV, str(tmp / "cache"))
-        mp.setenv(data.MIRROR_ENV, str(SHARED))
-        mp.setenv(data.OFFLINE_ENV, "1")
-        assert main(["pretrain", "--config", str(write_config(tmp, TINY)), "--out", str(tmp / "run")]) == 0
-    return tmp / "run"
+    return pretrain_tiny(tmp_path_factory.mktemp("trained"), TINY)
 
 
 @pytest.fixture(scope="module")
 def long_context(tmp_path_factory) -> Path:
     """A tiny pretraining run with a 256-token context, room for chapter 7's prompts (read-only)."""
-    tmp = tmp_path_factory.mktemp("long")
-    config = {**TINY, "model": {**TINY["model"], "block_size": 256}}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(data.CACHE_ENV, str(tmp / "cache"))
-        mp.setenv(data.MIRROR_ENV, str(SHARED))
-        mp.setenv(data.OFFLINE_ENV, "1")
-        assert main(["pretrain", "--config", str(write_config(tmp, config)), "--out", str(tmp / "run")]) == 0
-    return tmp / "run"
+    return pretrain_tiny(tmp_path_factory.mktemp("long"), {**TINY, "model": {**TINY["model"], "block_size": 256}})
 
 
 def error_of(capsys, argv: list[str]) -> str:
