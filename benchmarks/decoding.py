@@ -7,7 +7,9 @@ fp32 on the CPU, batch 1, greedy decoding of `--new` tokens after a `--prompt`-t
 Runs of the two alternate, so a busy shared CPU slows both alike; the ratio of the best times is
 the figure to trust. Batch-1 decoding reads every weight once per token, so tokens/s can be at
 most (memory read bandwidth) / (weight bytes per token); the bandwidth is measured in the same
-run by summing a 1 GiB tensor, far larger than the caches.
+run by summing a 1 GiB tensor, far larger than the caches. On a shared machine it moves by half
+from minute to minute, so each timed run of ours is compared with the bandwidth measured just
+before and just after it (the higher of the two), and the best such fraction is reported.
 
 Our model gets decode_layout() (the opt-in weight reordering; generate() never applies it).
 Also reported: the same generation without the KV cache (shorter, it is slow), our decoding
@@ -81,25 +83,31 @@ def main(argv: list[str] | None = None) -> int:
                                   max_new_tokens=N, generation_config=hf_config)
         assert out.shape == (1, args.prompt + N)
 
-    bandwidth = read_bandwidth()
     for fn in (run_ours, run_plain, run_hf):   # warm-up
         fn()
-    t_ours, t_plain, t_hf, bws = [], [], [], [bandwidth]
+    wbytes = weight_bytes_per_token(ours)
+    t_ours, t_plain, t_hf, fractions, bws = [], [], [], [], []
     for _ in range(repeats):
+        before = read_bandwidth(repeats=2)
         t_ours.append(timed(run_ours))
+        after = read_bandwidth(repeats=2)
+        bws.append(max(before, after))
+        fractions.append(N / t_ours[-1] / (bws[-1] / wbytes))
         t_hf.append(timed(run_hf))
         t_plain.append(timed(run_plain))
-        bws.append(read_bandwidth(repeats=2))
-    bandwidth = max(bws)
-    wbytes = weight_bytes_per_token(ours)
+    best = max(range(repeats), key=fractions.__getitem__)
+    bandwidth, fraction = bws[best], fractions[best]
     limit = bandwidth / wbytes
     tok_ours, tok_hf, tok_plain = N / min(t_ours), N / min(t_hf), N / min(t_plain)
 
     print(f"124M GPT-2, fp32, {args.threads} threads, batch 1, {args.prompt}-token prompt, {N} new tokens, greedy; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"memory read bandwidth: {bandwidth / 1e9:.1f} GB/s; weights read per token: {wbytes / 1e6:.0f} MB; "
-          f"limit: {limit:.1f} tokens/s")
-    print(f"gpt2_core (KV cache)         : {tok_ours:6.2f} tokens/s = {tok_ours / limit:5.1%} of the limit")
+    print(f"memory read bandwidth around our runs: {', '.join(f'{b / 1e9:.1f}' for b in bws)} GB/s; "
+          f"weights read per token: {wbytes / 1e6:.0f} MB")
+    print(f"our runs as fractions of the limit at their time: {', '.join(f'{f:.1%}' for f in fractions)}")
+    print(f"best: {fraction:.1%} of {limit:.1f} tokens/s ({bandwidth / 1e9:.1f} GB/s); "
+          f"the others below against that limit")
+    print(f"gpt2_core (KV cache)         : {tok_ours:6.2f} tokens/s")
     print(f"transformers (its cache)     : {tok_hf:6.2f} tokens/s = {tok_hf / limit:5.1%} of the limit")
     print(f"gpt2_core, (out, in) weights : {tok_plain:6.2f} tokens/s = {tok_plain / limit:5.1%} of the limit")
     print(f"speed-up vs transformers     : {tok_ours / tok_hf:.2f}x   (decode_layout alone: {tok_ours / tok_plain:.2f}x)")
@@ -126,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     setting = f"124M, fp32, batch 1, {args.prompt}-token prompt, {N} greedy tokens, {args.threads} threads"
     save_results("decoding", [
         {"metric": f"decoding tokens/s ({setting}): gpt2_core / transformers", "value": round(tok_ours / tok_hf, 3),
-         "reference": "transformers GPT2LMHeadModel.generate with its KV cache", "goal": ">= 1.0"},
+         "reference": "transformers GPT2LMHeadModel.generate with its KV cache", "goal": ">= 2.0"},
         {"metric": "gpt2_core decoding tokens/s as a fraction of the memory-bandwidth limit",
-         "value": round(tok_ours / limit, 3),
-         "reference": f"measured read bandwidth {bandwidth / 1e9:.1f} GB/s / {wbytes / 1e6:.0f} MB of weights per token",
-         "goal": "report (<= 1)"},
+         "value": round(fraction, 3),
+         "reference": f"read bandwidth measured around the run, {bandwidth / 1e9:.1f} GB/s / "
+                      f"{wbytes / 1e6:.0f} MB of weights per token",
+         "goal": ">= 0.75"},
         {"metric": "decode_layout() speed-up (ablation)", "value": round(tok_ours / tok_plain, 3),
          "reference": "gpt2_core without decode_layout()", "goal": "> 1.0"},
         {"metric": f"KV cache speed-up, {n_short} new tokens", "value": round(cache_speedup, 2),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from gpt2_core.model import GPT
@@ -264,15 +265,40 @@ class KVCache:
 
 
 # %% chapters/05_decoding.ipynb, cell 28
+class DecodeLinear(nn.Linear):
+    """nn.Linear whose products with a few rows split the input dimension across the CPU threads.
+
+    x (N, in) times W^T (in, out) is the sum over k parts of x[:, part] @ W^T[part, :], with
+    k = torch.get_num_threads(): one batched matmul whose k products the threads share, then a sum.
+    Used for at most `max_rows` rows, and only when W^T is contiguous (decode_layout stores it so);
+    otherwise, as for training batches, it is F.linear.
+    """
+
+    max_rows = 32
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, n_in = torch.get_num_threads(), self.in_features
+        rows = x.numel() // n_in
+        w_t = self.weight.t()                                                    # (in, out)
+        if rows > self.max_rows or k < 2 or n_in % k or not w_t.is_contiguous():
+            return F.linear(x, self.weight, self.bias)
+        parts = x.reshape(rows, k, n_in // k).transpose(0, 1)                    # (k, N, in/k)
+        y = torch.bmm(parts, w_t.view(k, n_in // k, self.out_features)).sum(0)   # (N, out)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*x.shape[:-1], self.out_features)
+
+
 def decode_layout(model: nn.Module) -> nn.Module:
-    """Opt-in speed-up for batch-1 CPU decoding: re-store each Linear weight with its longer side contiguous.
+    """Opt-in speed-up for CPU decoding: re-store each Linear weight transposed and split its products.
 
     Modifies `model` IN PLACE (and returns it): every Parameter keeps its identity, values and shape,
-    but the (out, in) weights with out >= in (c_attn, c_fc, the LM head) get new, column-major
-    storage, so `w.is_contiguous()` becomes False for them. generate() and stream() never call it;
-    call it once yourself before decoding. Why: batch-1 decoding multiplies one vector by every
-    weight matrix, and on the book's CPU (MKL fp32) that product streams a matrix faster when its
-    contiguous rows are the longer side (chapter 5 measures it). Outputs are unchanged up to float
+    but gets column-major storage (W^T contiguous, so `w.is_contiguous()` becomes False), and every
+    nn.Linear becomes a DecodeLinear (same object, same parameters and hooks; only its forward
+    differs). generate() and stream() never call it; call it once yourself before decoding. Why:
+    a decode step multiplies one vector (or a few) by every weight matrix; on the book's CPU that
+    product reads the weights at about half the memory bandwidth with one thread, and at nearly
+    all of it split across the threads (chapter 5 measures both). Outputs are unchanged up to float
     rounding; training still works. Only CPU weights change. Idempotent. Does nothing inside
     torch.inference_mode(), where new storage would be inference-only.
     """
@@ -280,10 +306,10 @@ def decode_layout(model: nn.Module) -> nn.Module:
         return model
     with torch.no_grad():
         for module in model.modules():
-            w = module.weight if isinstance(module, nn.Linear) else None
-            if (w is not None and w.device.type == "cpu" and w.dim() == 2 and w.shape[0] >= w.shape[1]
-                    and w.is_contiguous()):
-                w.data = w.data.t().contiguous().t()
+            if isinstance(module, nn.Linear) and module.weight.device.type == "cpu":
+                if module.weight.is_contiguous():
+                    module.weight.data = module.weight.data.t().contiguous().t()
+                module.__class__ = DecodeLinear
     return model
 
 

@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import operator
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +21,17 @@ when it is out of date.
 """
 
 
+COMPARISONS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+def met(value, goal: str) -> str:
+    """'yes' or 'no' for a goal like '>= 2.0'; '' for a goal that is not one comparison with a number."""
+    m = re.fullmatch(r"\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*", goal)
+    if not m or not isinstance(value, (int, float)):
+        return ""
+    return "yes" if COMPARISONS[m.group(1)](value, float(m.group(2))) else "**no**"
+
+
 def render(results_dir: Path = RESULTS) -> str:
     """The page's Markdown, one section per benchmark."""
     parts = [INTRO]
@@ -28,9 +41,10 @@ def render(results_dir: Path = RESULTS) -> str:
         parts.append(f"\n## `benchmarks/{record['benchmark']}.py`\n\n"
                      f"Measured {record['date']} on {m['cores']} cores ({m['cpu']}), "
                      f"{m['torch_threads']} torch threads, torch {m['torch']}.\n\n"
-                     "| figure | value | measured against | goal |\n|---|---|---|---|\n")
+                     "| figure | value | measured against | goal | met |\n|---|---|---|---|---|\n")
         for f in record["figures"]:
-            parts.append(f"| {f['metric']} | {f['value']} | {f['reference']} | {f['goal']} |\n")
+            parts.append(f"| {f['metric']} | {f['value']} | {f['reference']} | {f['goal']} | "
+                         f"{met(f['value'], f['goal'])} |\n")
     return "".join(parts)
 
 

@@ -4,7 +4,7 @@ batching with left padding, streaming, context overflow, and clear errors."""
 import pytest
 import torch
 
-from gpt2_core.generate import (GenerationConfig, KVCache, MinP, NoRepeatNGram, RepetitionPenalty, Temperature,
+from gpt2_core.generate import (DecodeLinear, GenerationConfig, KVCache, MinP, NoRepeatNGram, RepetitionPenalty, Temperature,
                                 TopK, TopP, apply_processors, decode_layout, generate, left_pad,
                                 next_token_logits, positions, stream)
 from gpt2_core.model import GPT, GPTConfig, from_pretrained
@@ -239,6 +239,49 @@ def test_decode_layout_keeps_model_trainable():
     assert torch.allclose(model(ids), before, atol=1e-6)
     model(ids).sum().backward()
     assert model.transformer.h[0].mlp.c_fc.weight.grad is not None
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(1, 12), (2, 1, 12), (3, 5, 12), (33, 12), (2, 20, 12)])
+def test_decode_linear_matches_linear(threads, bias, shape):
+    """Split products (up to 32 rows; 12 inputs divide into 2 or 3 parts) and the F.linear fallback
+    (one thread, or more than 32 rows) give nn.Linear's outputs and gradients."""
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(12, 7, bias=bias)
+    fast = decode_layout(torch.nn.Sequential(torch.nn.Linear(12, 7, bias=bias)))[0]
+    with torch.no_grad():
+        fast.weight.copy_(plain.weight)
+        if bias:
+            fast.bias.copy_(plain.bias)
+    assert isinstance(fast, DecodeLinear) and not fast.weight.is_contiguous()
+    x = torch.randn(*shape, requires_grad=True)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        y = fast(x)
+        (g,) = torch.autograd.grad(y.square().sum(), x)
+    finally:
+        torch.set_num_threads(old)
+    expected = plain(x)
+    (g_expected,) = torch.autograd.grad(expected.square().sum(), x)
+    assert y.shape == expected.shape == (*shape[:-1], 7)
+    assert torch.allclose(y, expected, atol=1e-6) and torch.allclose(g, g_expected, atol=1e-5)
+
+
+def test_decode_linear_falls_back_when_the_threads_do_not_divide_the_input():
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(10, 4)
+    fast = decode_layout(torch.nn.Sequential(torch.nn.Linear(10, 4)))[0]
+    fast.load_state_dict(plain.state_dict())          # copies values; the column-major storage stays
+    assert not fast.weight.is_contiguous()
+    old = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        x = torch.randn(1, 10)
+        assert torch.allclose(fast(x), plain(x), atol=1e-6)
+    finally:
+        torch.set_num_threads(old)
 
 
 def test_generate_does_not_modify_the_model_and_decode_layout_keeps_its_tokens():

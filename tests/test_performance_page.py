@@ -20,5 +20,11 @@ def test_page_lists_every_figure(tmp_path):
               "figures": [{"metric": "speed, ours / theirs", "value": 1.5, "reference": "theirs", "goal": ">= 1.0"}]}
     (tmp_path / "demo.json").write_text(json.dumps(record))
     page = performance_page.render(tmp_path)
-    assert "## `benchmarks/demo.py`" in page and "| speed, ours / theirs | 1.5 | theirs | >= 1.0 |" in page
+    assert "## `benchmarks/demo.py`" in page and "| speed, ours / theirs | 1.5 | theirs | >= 1.0 | yes |" in page
     assert "Measured 2026-01-02 on 2 cores" in page
+
+
+def test_goals_are_checked():
+    assert performance_page.met(1.84, ">= 2.0") == "**no**" and performance_page.met(2.0, ">= 2.0") == "yes"
+    assert performance_page.met(0.9, "<= 0.93") == "yes" and performance_page.met(3, "> 1.0") == "yes"
+    assert performance_page.met(0.5, "report") == "" and performance_page.met(0.5, "<= 300 s / <= 2.35") == ""
