@@ -50,7 +50,7 @@ from gpt2_core.finetune import (
     train_val_test_split,
 )
 from gpt2_core.evaluate import score_text
-from gpt2_core.generate import GenerationConfig, stream
+from gpt2_core.generate import GenerationConfig, decode_layout, stream
 from gpt2_core.model import GPT, GPT2_SIZES, from_pretrained
 from gpt2_core.pretrained import BOOK_RECIPE, Recipe, prepare_corpus
 from gpt2_core.runs import (
@@ -312,6 +312,7 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 @command("generate", "continue a prompt, printing the text as it is generated", _generate_arguments)
 def generate(args: argparse.Namespace) -> None:
     model, tokenizer, _ = load_model(args.model, pick_device(args.device))
+    decode_layout(model)                                       # faster CPU decoding; the model is ours alone
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                               overflow="slide")
