@@ -297,8 +297,8 @@ def decode_layout(model: nn.Module) -> nn.Module:
     nn.Linear becomes a DecodeLinear (same object, same parameters and hooks; only its forward
     differs). generate() and stream() never call it; call it once yourself before decoding. Why:
     a decode step multiplies one vector (or a few) by every weight matrix; on the book's CPU that
-    product reads the weights at about half the memory bandwidth with one thread, and at nearly
-    all of it split across the threads (chapter 5 measures both). Outputs are unchanged up to float
+    product runs on one thread, which cannot pull the memory bandwidth that all cores together
+    can; split across the threads it comes close (chapter 5 measures both). Outputs are unchanged up to float
     rounding; training still works. Only CPU weights change. Idempotent. Does nothing inside
     torch.inference_mode(), where new storage would be inference-only.
     """
