@@ -246,7 +246,7 @@ def test_decode_layout_keeps_model_trainable():
 @pytest.mark.parametrize("shape", [(1, 12), (2, 1, 12), (3, 5, 12), (33, 12), (2, 20, 12)])
 def test_decode_linear_matches_linear(threads, bias, shape):
     """Split products (up to 32 rows; 12 inputs divide into 2 or 3 parts) and the F.linear fallback
-    (one thread, or more than 32 rows) give nn.Linear's outputs and gradients."""
+    (one thread, or more than 32 rows) give nn.Linear's outputs and gradients (input and weight)."""
     torch.manual_seed(0)
     plain = torch.nn.Linear(12, 7, bias=bias)
     fast = decode_layout(torch.nn.Sequential(torch.nn.Linear(12, 7, bias=bias)))[0]
@@ -260,13 +260,14 @@ def test_decode_linear_matches_linear(threads, bias, shape):
     torch.set_num_threads(threads)
     try:
         y = fast(x)
-        (g,) = torch.autograd.grad(y.square().sum(), x)
+        g, g_w = torch.autograd.grad(y.square().sum(), (x, fast.weight))
     finally:
         torch.set_num_threads(old)
     expected = plain(x)
-    (g_expected,) = torch.autograd.grad(expected.square().sum(), x)
+    g_expected, g_w_expected = torch.autograd.grad(expected.square().sum(), (x, plain.weight))
     assert y.shape == expected.shape == (*shape[:-1], 7)
     assert torch.allclose(y, expected, atol=1e-6) and torch.allclose(g, g_expected, atol=1e-5)
+    assert torch.allclose(g_w, g_w_expected, atol=1e-5)
 
 
 def test_decode_linear_falls_back_when_the_threads_do_not_divide_the_input():
