@@ -11,7 +11,8 @@ run by summing a 1 GiB tensor, far larger than the caches. On a shared machine i
 from minute to minute, so each timed run of ours is compared with the bandwidth measured just
 before and just after it (the higher of the two), and the best such fraction is reported.
 
-Our model gets decode_layout() (the opt-in weight reordering; generate() never applies it).
+Our model gets decode_layout() (the opt-in: weights stored transposed, each product split across the
+threads; generate() never applies it).
 Also reported: the same generation without the KV cache (shorter, it is slow), our decoding
 without decode_layout() (an ablation), and the throughput of 8 prompts at once. A full run saves
 the headline figures to benchmarks/results/decoding.json (quick runs are not saved).
