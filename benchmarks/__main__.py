@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SKIP = {"common"}
+SKIP = {"common", "chapter_times"}    # chapter_times times the notebooks for the landing page, not a ratio
 
 
 def main() -> int:

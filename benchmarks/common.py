@@ -48,9 +48,11 @@ def save_results(benchmark: str, figures: list[dict], quick: bool) -> Path | Non
     if quick:
         return None
     RESULTS.mkdir(exist_ok=True)
-    record = {"benchmark": benchmark, "date": datetime.date.today().isoformat(),
-              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        machine["gpu"] = torch.cuda.get_device_name()
+    record = {"benchmark": benchmark, "date": datetime.date.today().isoformat(), "machine": machine,
               "figures": figures}
     path = RESULTS / f"{benchmark}.json"
     tmp = path.with_suffix(".json.part")

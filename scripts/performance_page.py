@@ -37,9 +37,12 @@ def render(results_dir: Path = RESULTS) -> str:
     parts = [INTRO]
     for path in sorted(results_dir.glob("*.json")):
         record = json.loads(path.read_text(encoding="utf-8"))
+        if "figures" not in record:           # chapter_times_*.json: the landing page shows those
+            continue
         m = record["machine"]
+        gpu = f"{m['gpu']} and " if "gpu" in m else ""
         parts.append(f"\n## `benchmarks/{record['benchmark']}.py`\n\n"
-                     f"Measured {record['date']} on {m['cores']} cores ({m['cpu']}), "
+                     f"Measured {record['date']} on {gpu}{m['cores']} CPU cores ({m['cpu']}), "
                      f"{m['torch_threads']} torch threads, torch {m['torch']}.\n\n"
                      "| figure | value | measured against | goal | met |\n|---|---|---|---|---|\n")
         for f in record["figures"]:
