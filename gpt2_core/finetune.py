@@ -324,8 +324,9 @@ class LoRALinear(nn.Module):
         self.base = base
         self.base.requires_grad_(False)
         self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
+        like = {"device": base.weight.device, "dtype": base.weight.dtype}  # where the base layer lives
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **like))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **like))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))       # as nn.Linear initialises weights
 
     def forward(self, x: Tensor) -> Tensor:                          # (..., in) -> (..., out)

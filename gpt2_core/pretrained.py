@@ -22,7 +22,7 @@ from gpt2_core import tokenizer as tokenizer_module
 from gpt2_core import train as train_module
 from gpt2_core.model import GPT, GPTConfig, from_pretrained
 from gpt2_core.runs import TOKENIZER_FILE, Run, export_model, model_card
-from gpt2_core.runtime import seed_everything
+from gpt2_core.runtime import pick_device, seed_everything
 from gpt2_core.tokenizer import BPETokenizer, Tokenizer, gpt2_tokenizer
 from gpt2_core.train import TrainConfig, evaluate, train
 
@@ -88,7 +88,8 @@ def recipe_key(recipe: Recipe) -> str:
     return digest.hexdigest()[:16]
 
 
-def _train_and_save(recipe: Recipe, directory: Path, on_log: Callable[[dict], None] | None) -> None:
+def _train_and_save(recipe: Recipe, directory: Path, on_log: Callable[[dict], None] | None,
+                    device: torch.device) -> None:
     """Train `recipe` into a run directory (gpt2_core.runs) built aside and renamed to `directory`.
 
     It holds what `python -m gpt2_core pretrain` writes: config.json, metrics.jsonl, eval.json,
@@ -100,7 +101,7 @@ def _train_and_save(recipe: Recipe, directory: Path, on_log: Callable[[dict], No
     try:
         run = Run.create(tmp, "pretrain", recipe)
         seed_everything(recipe.train.seed)
-        model = GPT(recipe.model)
+        model = GPT(recipe.model).to(device)
         started = time.perf_counter()
 
         def log(record: dict) -> None:
@@ -114,7 +115,7 @@ def _train_and_save(recipe: Recipe, directory: Path, on_log: Callable[[dict], No
         validation = {"loss": total / count, "tokens": count,
                       "bits_per_char": total / corpus.val_chars / np.log(2)}
         record = {"recipe": asdict(recipe), "key": directory.name, "train_seconds": seconds,
-                  "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0],
+                  "torch_threads": torch.get_num_threads(), "device": str(device), "load_average": os.getloadavg()[0],
                   "log": train_log, "val_loss": validation["loss"], "val_tokens": count,
                   "val_bits_per_char": validation["bits_per_char"]}
         run.add_evaluation("validation", validation)
@@ -132,13 +133,16 @@ def _train_and_save(recipe: Recipe, directory: Path, on_log: Callable[[dict], No
 
 
 def book_model(recipe: Recipe = BOOK_RECIPE, *, on_log: Callable[[dict], None] | None = None,
-               retrain: bool = False) -> PretrainedModel:
-    """The model `recipe` trains, from the cache or trained now; `on_log` sees every step's record."""
+               retrain: bool = False, device: torch.device | str | None = None) -> PretrainedModel:
+    """The model `recipe` trains, from the cache or trained now on `device` (default: the best one).
+
+    `on_log` sees every step's record. The model comes back on the CPU, wherever it was trained.
+    """
     directory = data.cache_dir() / "models" / f"book-{recipe_key(recipe)}"
     if retrain and directory.exists():
         shutil.rmtree(directory)
     if not directory.exists():
-        _train_and_save(recipe, directory, on_log)
+        _train_and_save(recipe, directory, on_log, pick_device(device))
     elif on_log is not None:                              # replay the log of the cached run
         for record in json.loads((directory / "record.json").read_text(encoding="utf-8"))["log"]:
             on_log(record)

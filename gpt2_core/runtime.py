@@ -26,7 +26,7 @@ def configure_threads(n: int | None = None) -> int:
     return n
 
 
-def pick_device(prefer: str | None = None) -> torch.device:
+def pick_device(prefer: torch.device | str | None = None) -> torch.device:
     """The best available device: `prefer` if given, else CUDA, then Apple's MPS, then CPU."""
     if prefer is not None:
         return torch.device(prefer)

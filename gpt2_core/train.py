@@ -171,9 +171,10 @@ def train(model: nn.Module, train_tokens: np.ndarray, val_tokens: np.ndarray, cf
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        loss_value, norm_value = loss_sum.item(), grad_norm.item()    # waits until a GPU has finished the step
         seconds = time.perf_counter() - started
-        record = {"step": step, "loss": loss_sum.item() / (cfg.grad_accum_steps * world), "lr": lr,
-                  "grad_norm": grad_norm.item(), "tokens_per_s": cfg.batch_size * cfg.block_size / seconds}
+        record = {"step": step, "loss": loss_value / (cfg.grad_accum_steps * world), "lr": lr,
+                  "grad_norm": norm_value, "tokens_per_s": cfg.batch_size * cfg.block_size / seconds}
         if cfg.eval_interval and (step % cfg.eval_interval == 0 or step == cfg.max_steps):
             total, count = evaluate(model, val_tokens, cfg.block_size, max_batches=cfg.eval_batches)
             record["val_loss"] = total / count

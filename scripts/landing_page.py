@@ -2,9 +2,9 @@
 
 Both come from the committed notebooks: how long each chapter took is read from the execution
 timestamps Jupyter saves in every code cell, and which chapter promotes which module from the
-`#| export MODULE` markers. GPU timings come from `benchmarks/results/chapter_times_gpu.json`
-once someone measures them there, shaped as
-`{"device": "NVIDIA H100", "seconds": {"00_setup": 12.5, ...}}`.
+`#| export MODULE` markers. GPU timings come from `benchmarks/results/chapter_times_gpu.json`,
+which `python -m benchmarks.chapter_times --out ...` writes on a GPU machine, shaped as
+`{"device": "NVIDIA H100", "seconds": {"00_setup": 12.5, ...}, "errors": {}, ...}`.
 `--check` fails, without writing, when either file is out of date.
 """
 
@@ -91,26 +91,37 @@ def _total(seconds: list[float | None]) -> float | None:
     return None if any(s is None for s in seconds) else sum(seconds)
 
 
+def gpu_cell(gpu: dict | None, stem: str) -> str:
+    """One chapter's GPU time as the table shows it."""
+    if gpu is None:
+        return NO_GPU
+    if gpu.get("errors", {}).get(stem):
+        return "a cell failed"
+    return format_seconds(gpu["seconds"].get(stem), "not measured")
+
+
 def render_times(chapters: list[Chapter], gpu: dict | None) -> str:
     """The Markdown table of wall times per chapter."""
     gpu_header = f"GPU ({gpu['device']})" if gpu else "GPU"
     lines = ["## How long each chapter takes\n",
-             "Wall time to run each notebook top to bottom, read from the execution timestamps saved in the",
-             "committed notebook (first cell started to last cell finished), so it is the run whose outputs",
-             "you see in this book. That run used a CPU; {doc}`chapter 0 <../chapters/00_setup>` prints the machine it ran",
-             "on. Chapter 5 and later load chapter 4's trained model from the cache, so on a fresh machine the",
-             "first of them to run also trains it, which costs about as long as chapter 4. Chapter 7 starts",
-             "from a variant of that model with a 256-token context, also trained once and cached; on two",
-             "CPU cores that training takes about three minutes more, the first time only.",
-             "",
-             f"| chapter | CPU | {gpu_header} |",
-             "|---|---|---|"]
+             "Wall time to run each notebook top to bottom in a fresh kernel. The CPU column is read from",
+             "the execution timestamps saved in the committed notebooks (first cell started to last cell",
+             "finished), so it is the run whose outputs you see in this book; {doc}`chapter 0 <../chapters/00_setup>`",
+             "prints the machine it ran on. The chapters ran in reading order from an empty model cache:",
+             "chapter 4's time includes training the book's model, and chapter 7's training its variant",
+             "with a 256-token context. Run again, the chapters load both from the cache in a second."]
+    if gpu:
+        lines += [f"The GPU column is `python -m benchmarks.chapter_times` on one {gpu['device']}",
+                  f"({gpu.get('cpu_cores', '?')} CPU cores, torch {gpu.get('torch', '?')}, {gpu.get('date', '?')}),",
+                  "also from an empty cache. Chapters 4 and 6 to 8 train and evaluate on the GPU that",
+                  "`pick_device` finds; the other chapters' work is small and stays on the CPU."]
+    lines += ["", f"| chapter | CPU | {gpu_header} |", "|---|---|---|"]
     for c in chapters:
-        on_gpu = NO_GPU if gpu is None else format_seconds(gpu["seconds"].get(c.stem), "not measured")
-        lines.append(f"| {{doc}}`{c.title} <../chapters/{c.stem}>` | {format_seconds(c.seconds)} | {on_gpu} |")
+        lines.append(f"| {{doc}}`{c.title} <../chapters/{c.stem}>` | {format_seconds(c.seconds)} | "
+                     f"{gpu_cell(gpu, c.stem)} |")
     cpu_total = format_seconds(_total([c.seconds for c in chapters]), "incomplete")
     gpu_total = NO_GPU if gpu is None else format_seconds(
-        _total([gpu["seconds"].get(c.stem) for c in chapters]), "incomplete")
+        None if gpu.get("errors") else _total([gpu["seconds"].get(c.stem) for c in chapters]), "incomplete")
     lines.append(f"| **all chapters** | **{cpu_total}** | {gpu_total} |")
     return "\n".join(lines) + "\n"
 

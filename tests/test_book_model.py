@@ -11,6 +11,7 @@ from gpt2_core.cli import main
 from gpt2_core.model import GPTConfig, from_pretrained
 from gpt2_core.pretrained import BOOK_RECIPE, book_model, recipe_key
 from gpt2_core.runs import Run
+from gpt2_core.runtime import pick_device
 from gpt2_core.train import TrainConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -34,6 +35,8 @@ def test_book_model_is_a_run_directory(mirror, capsys):
     assert [r["step"] for r in run.metrics()] == list(range(1, 13)) == [r["step"] for r in seen]
     assert all(r["elapsed_s"] >= 0 for r in run.metrics())
     assert run.evaluations["validation"]["bits_per_char"] == trained.record["val_bits_per_char"]
+    assert trained.record["device"] == str(pick_device())                # trained on the best device
+    assert next(trained.model.parameters()).device.type == "cpu"         # and returned on the CPU
     assert sorted(p.name for p in run.model_dir.iterdir()) == ["README.md", "config.json", "model.safetensors",
                                                              "tokenizer.json"]
     assert "## Intended use and limits" in (directory / "README.md").read_text()

@@ -181,6 +181,15 @@ def test_lora_merge_gives_the_same_outputs():
     assert not torch.allclose(GPT(TINY).eval()(idx), before, atol=1e-3)
 
 
+def test_lora_weights_live_where_the_base_layer_lives():
+    base = torch.nn.Linear(6, 4).to(torch.float64)
+    lora = LoRALinear(base, rank=2, alpha=4)
+    assert lora.lora_A.dtype == lora.lora_B.dtype == torch.float64
+    assert lora.lora_A.device == lora.lora_B.device == base.weight.device
+    x = torch.randn(3, 6, dtype=torch.float64)
+    assert torch.equal(lora(x), base(x))
+
+
 # ---- training, determinism, metrics ---------------------------------------------------------------
 
 def train_once(tokenizer, seed=3):

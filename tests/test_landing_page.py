@@ -70,3 +70,13 @@ def test_gpu_times_fill_the_gpu_column(tmp_path):
     assert "| chapter | CPU | GPU (NVIDIA H100) |" in intro
     assert "<../chapters/01_demo>` | 2 min 05 s | 12 s |" in intro
     assert "<../chapters/02_later>` | not executed | not measured |" in intro
+
+
+def test_a_chapter_with_a_failed_cell_has_no_gpu_time(tmp_path):
+    book = make_book(tmp_path)
+    gpu = book / "gpu.json"
+    gpu.write_text(json.dumps({"device": "NVIDIA H200", "seconds": {"01_demo": 12.4, "02_later": 3.0},
+                               "errors": {"01_demo": ["cell 2: AssertionError: "]}}))
+    intro, _ = landing_page.render(book / "chapters", book / "pkg", gpu, landing_page.BEGIN + landing_page.END)
+    assert "| 2 min 05 s | a cell failed |" in intro and "| 3 s |" in intro
+    assert "| **all chapters** | **incomplete** | incomplete |" in intro
