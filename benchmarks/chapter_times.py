@@ -17,12 +17,11 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import nbformat
 import torch
-from nbclient import NotebookClient
+
+from scripts.execute_notebooks import run
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = ROOT / "chapters"
@@ -37,12 +36,7 @@ def device_name() -> str:
 
 def run_chapter(path: Path, timeout: int) -> tuple[float, list[str]]:
     """Execute every cell of `path` in a new kernel; return the seconds taken and the cells' errors."""
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
-    start = time.perf_counter()
-    client.execute()
-    seconds = time.perf_counter() - start
+    nb, seconds = run(path, timeout, allow_errors=True)
     errors = [f"cell {i}: {o['ename']}: {o['evalue']}"[:1000] for i, cell in enumerate(nb.cells)
               for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     return seconds, errors

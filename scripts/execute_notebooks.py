@@ -9,14 +9,22 @@ import nbformat
 from nbclient import NotebookClient
 
 
-def execute(path: Path, timeout: int) -> float:
-    """Run every cell of `path` from its own folder and save it back; return the seconds taken."""
+def run(path: Path, timeout: int, **options) -> tuple[nbformat.NotebookNode, float]:
+    """Run every cell of `path` in a new kernel, from its own folder; return the notebook and the seconds.
+
+    `options` go to nbclient's NotebookClient (e.g. allow_errors=True, store_widget_state=True).
+    """
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}}, **options)
     start = time.perf_counter()
     client.execute()
-    seconds = time.perf_counter() - start
+    return nb, time.perf_counter() - start
+
+
+def execute(path: Path, timeout: int) -> float:
+    """Run `path` and save it back with its outputs and widget state; return the seconds taken."""
+    nb, seconds = run(path, timeout, store_widget_state=True)
     nbformat.write(nb, path)
     return seconds
 
