@@ -12,14 +12,19 @@ import torch
 from gpt2_core.model import GPTConfig
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of an (n x n) @ (n x n) fp32 matmul (best of `repeats`)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, repeats: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of an (n x n) @ (n x n) matmul on `device` in `dtype` (best of `repeats`)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        if a.is_cuda:                             # CUDA runs asynchronously: time finished work
+            torch.cuda.synchronize()
         start = time.perf_counter()
         a @ b
+        if a.is_cuda:
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
 

@@ -21,23 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.common import hf_model, save_results
+from benchmarks.common import hf_model, matmul_peak, save_results
 from gpt2_core.model import GPT, GPTConfig, flops_per_token
-
-
-def bf16_peak(n: int = 8192, repeats: int = 10) -> float:
-    """FLOP/s of an (n x n) @ (n x n) bf16 matmul on the GPU (best of `repeats`)."""
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
 
 
 def step_times(model, idx: torch.Tensor, *, hf: bool, bf16: bool, warmup: int, steps: int) -> list[float]:
@@ -89,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     idx = torch.randint(0, config.vocab_size, (args.batch, args.seq), device="cuda")
     tokens = idx.numel()
     flops = flops_per_token(config, args.seq)
-    peak = bf16_peak()
+    peak = matmul_peak(8192, device="cuda", dtype=torch.bfloat16)
 
     rates = {}
     for name, hf, bf16 in [("gpt2_core fp32", False, False), ("transformers fp32", True, False),
