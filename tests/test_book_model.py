@@ -1,9 +1,7 @@
 """book_model caches a trained recipe as a run directory, the layout the command line writes."""
 
 from dataclasses import replace
-from pathlib import Path
 
-import pytest
 import torch
 
 from gpt2_core import data
@@ -14,16 +12,10 @@ from gpt2_core.runs import Run
 from gpt2_core.runtime import pick_device
 from gpt2_core.train import TrainConfig
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = replace(BOOK_RECIPE, vocab_size=300,
                model=GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0),
                train=TrainConfig(max_steps=12, batch_size=4, block_size=16, warmup_steps=2, eval_interval=6,
                                  eval_batches=2, seed=3))
-
-
-@pytest.fixture
-def mirror(monkeypatch):
-    monkeypatch.setenv(data.MIRROR_ENV, str(SHARED))
 
 
 def test_book_model_is_a_run_directory(mirror, capsys):

@@ -21,7 +21,6 @@ from gpt2_core.nbexport import ROOT
 from gpt2_core.runs import Run
 from gpt2_core.tokenizer import BPETokenizer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {"dataset": "the-verdict", "vocab_size": 300,
         "model": {"vocab_size": 300, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16},
         "train": {"max_steps": 20, "batch_size": 4, "block_size": 16, "warmup_steps": 2, "eval_interval": 10,
@@ -35,16 +34,15 @@ def write_config(directory: Path, values: dict, name: str = "tiny.json") -> Path
 
 
 @pytest.fixture(autouse=True)
-def mirror(monkeypatch):
-    assert SHARED.is_dir(), f"expected the data mirror at {SHARED}"
-    monkeypatch.setenv(data.MIRROR_ENV, str(SHARED))
+def every_test_has_the_data(mirror):
+    """Every command here reads a registered data set."""
 
 
-def pretrain_tiny(directory: Path, config: dict) -> Path:
+def pretrain_tiny(directory: Path, config: dict, data_mirror: Path) -> Path:
     """Run `pretrain` on `config` in `directory`, offline from the mirror; return the run directory."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(data.CACHE_ENV, str(directory / "cache"))
-        mp.setenv(data.MIRROR_ENV, str(SHARED))
+        mp.setenv(data.MIRROR_ENV, str(data_mirror))
         mp.setenv(data.OFFLINE_ENV, "1")
         assert main(["pretrain", "--config", str(write_config(directory, config)), "--out",
                      str(directory / "run")]) == 0
@@ -52,15 +50,16 @@ def pretrain_tiny(directory: Path, config: dict) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory, data_mirror) -> Path:
     """One finished tiny pretraining run, shared read-only by the tests (copy it to change it)."""
-    return pretrain_tiny(tmp_path_factory.mktemp("trained"), TINY)
+    return pretrain_tiny(tmp_path_factory.mktemp("trained"), TINY, data_mirror)
 
 
 @pytest.fixture(scope="module")
-def long_context(tmp_path_factory) -> Path:
+def long_context(tmp_path_factory, data_mirror) -> Path:
     """A tiny pretraining run with a 256-token context, room for chapter 7's prompts (read-only)."""
-    return pretrain_tiny(tmp_path_factory.mktemp("long"), {**TINY, "model": {**TINY["model"], "block_size": 256}})
+    return pretrain_tiny(tmp_path_factory.mktemp("long"), {**TINY, "model": {**TINY["model"], "block_size": 256}},
+                        data_mirror)
 
 
 def error_of(capsys, argv: list[str]) -> str:
@@ -92,14 +91,14 @@ def test_pretrain_writes_the_whole_run_record(trained):
     assert data.REGISTRY["the-verdict"].sha256 in card and "20 optimizer steps" in card
 
 
-def test_evaluate_export_and_load_in_transformers(trained, tmp_path, capsys):
+def test_evaluate_export_and_load_in_transformers(trained, tmp_path, capsys, book_text):
     transformers = pytest.importorskip("transformers")
     run_dir = shutil.copytree(trained, tmp_path / "run")
     assert main(["evaluate", str(run_dir), "the-verdict"]) == 0
     assert "the-verdict: loss " in capsys.readouterr().out
     results = Run.open(run_dir).evaluations["the-verdict"]
     tokenizer = BPETokenizer.load(run_dir / "tokenizer.json")
-    text = (SHARED / "the-verdict.txt").read_text()
+    text = book_text("the-verdict")
     assert results["tokens"] == len(tokenizer.encode(text)) - 1
     assert results["bits_per_char"] == pytest.approx(results["loss"] * results["tokens"] / results["characters"]
                                                      / 0.6931471805599453)

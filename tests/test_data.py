@@ -8,7 +8,6 @@ import pytest
 
 from gpt2_core import data
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONTENT = b"label\ttext\nham\thello there\n"
 
 
@@ -142,7 +141,5 @@ def test_bad_archive_is_a_clear_error(tmp_path, monkeypatch, isolated_data_dirs,
 
 
 @pytest.mark.parametrize("name", sorted(data.REGISTRY))
-def test_registered_data_sets_match_the_shared_mirror(name, monkeypatch):
-    assert SHARED.is_dir(), f"expected the data mirror at {SHARED}"
-    monkeypatch.setenv(data.MIRROR_ENV, str(SHARED))
+def test_every_registered_data_set_is_provided_verified(name, mirror):
     assert data.sha256_of(data.fetch(name)) == data.REGISTRY[name].sha256

@@ -1,13 +1,11 @@
 """gpt2_core.finetune: SMS data helpers, padding, the last-token classifier, LoRA, training, save/load."""
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from gpt2_core import data
 from gpt2_core.finetune import (SMS_LABELS, ClassificationDataset, Example, FinetuneConfig, GPTClassifier,
                                 LoRALinear, apply_lora, balance_classes, classification_loader, classify,
                                 confusion_matrix, last_token_index, load_classifier, load_sms_spam,
@@ -17,7 +15,6 @@ from gpt2_core.finetune import (SMS_LABELS, ClassificationDataset, Example, Fine
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.tokenizer import BPETokenizer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -60,8 +57,7 @@ def test_parse_and_errors_name_the_line():
         parse_labelled_tsv("ham only\n")
 
 
-def test_sms_spam_counts_balance_and_split(monkeypatch):
-    monkeypatch.setenv(data.MIRROR_ENV, str(SHARED))
+def test_sms_spam_counts_balance_and_split(mirror):
     messages = load_sms_spam()
     labels = np.array([m.label for m in messages])
     assert (len(messages), (labels == 0).sum(), (labels == 1).sum()) == (5574, 4827, 747)

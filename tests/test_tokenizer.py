@@ -3,7 +3,6 @@
 import functools
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import regex
@@ -16,18 +15,10 @@ from gpt2_core.tokenizer import (ENDOFTEXT, GPT2_SPLIT_PATTERN, BPETokenizer, Ti
                                  count_words, gpt2_bpe_files, gpt2_bytes_to_unicode, gpt2_tokenizer,
                                  train_merges)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @functools.cache
 def ours_gpt2() -> BPETokenizer:
     return BPETokenizer.from_gpt2_files(*gpt2_bpe_files())
-
-
-@functools.cache
-def book_text(name: str) -> str:
-    path = SHARED / data.REGISTRY[name].filename
-    return path.read_text(encoding="utf-8")
 
 
 def both() -> list[Tokenizer]:
@@ -49,16 +40,17 @@ def test_the_two_gpt2_tokenizers_have_the_same_vocabulary():
         assert ours.decode_bytes([i]) == fast.decode_bytes([i]), i
 
 
-def book_texts() -> list[tuple[str, str]]:
-    texts = [(name, book_text(name)) for name in sorted(data.REGISTRY)]
+def book_data_text(book_text, name: str) -> str:
+    """A registered data set's text, or the instruction data's fields joined as plain text."""
+    if name != "instruction-data fields":
+        return book_text(name)
     entries = json.loads(book_text("instruction-data"))
-    fields = "\n\n".join(f"{e['instruction']}\n{e['input']}\n{e['output']}" for e in entries)
-    return texts + [("instruction-data fields", fields)]
+    return "\n\n".join(f"{e['instruction']}\n{e['input']}\n{e['output']}" for e in entries)
 
 
-@pytest.mark.parametrize("name", [name for name, _ in book_texts()])
-def test_our_bpe_with_gpt2_merges_equals_tiktoken_on_book_data(name):
-    text = dict(book_texts())[name]
+@pytest.mark.parametrize("name", sorted(data.REGISTRY) + ["instruction-data fields"])
+def test_our_bpe_with_gpt2_merges_equals_tiktoken_on_book_data(name, book_text):
+    text = book_data_text(book_text, name)
     ours, fast = both()
     expected = fast.encode(text)
     got = ours.encode(text)
@@ -198,21 +190,23 @@ def naive_merges(word_counts: dict[bytes, int], n_merges: int) -> list[tuple[int
 
 
 @pytest.mark.parametrize("text", [
-    book_text("the-verdict")[:4000],
+    "the-verdict",
     "aaaaaaa aaaa aaabaaab " * 20 + "ééé 日本日本日本",  # overlapping pairs and multi-byte characters
 ])
-def test_incremental_training_equals_naive_recount(text):
+def test_incremental_training_equals_naive_recount(text, book_text):
+    if text in data.REGISTRY:
+        text = book_text(text)[:4000]
     counts = count_words(text)
     assert train_merges(counts, 120) == naive_merges(counts, 120)
 
 
-@functools.cache
-def trained() -> BPETokenizer:
+@pytest.fixture(scope="module")
+def trained(book_text) -> BPETokenizer:
     return BPETokenizer.train(book_text("the-verdict"), vocab_size=400)
 
 
-def test_trained_bpe_shape_and_compression():
-    tok = trained()
+def test_trained_bpe_shape_and_compression(trained, book_text):
+    tok = trained
     text = book_text("the-verdict")
     assert tok.vocab_size == 400 and len(tok.merges) == 400 - 256 - 1
     assert tok.special_tokens == {ENDOFTEXT: 399} and tok.eot_token == 399
@@ -236,8 +230,8 @@ def test_training_stops_when_nothing_is_left_to_merge():
 
 @FUZZ
 @given(TEXTS)
-def test_fuzz_trained_bpe_round_trip(text):
-    tok = trained()
+def test_fuzz_trained_bpe_round_trip(trained, text):
+    tok = trained
     assert tok.decode(tok.encode(text)) == text
 
 
@@ -248,8 +242,8 @@ def test_train_rejects_bad_arguments():
         BPETokenizer.train(b"abc", vocab_size=300)
 
 
-def test_save_load_round_trip(tmp_path):
-    tok = trained()
+def test_save_load_round_trip(tmp_path, trained, book_text):
+    tok = trained
     path = tok.save(tmp_path / "verdict.bpe")
     loaded = BPETokenizer.load(path)
     assert loaded.merges == tok.merges and loaded.vocab == tok.vocab
@@ -258,7 +252,7 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.encode(text, allowed_special="all") == tok.encode(text, allowed_special="all")
 
 
-def test_save_load_round_trip_of_gpt2(tmp_path):
+def test_save_load_round_trip_of_gpt2(tmp_path, book_text):
     path = ours_gpt2().save(tmp_path / "gpt2.bpe")
     loaded = BPETokenizer.load(path)
     text = book_text("the-verdict")
@@ -275,8 +269,8 @@ def test_save_load_round_trip_of_gpt2(tmp_path):
     (lambda lines: lines[:2] + ['pattern "unterminated'] + lines[3:], "line 3: cannot parse"),
     (lambda lines: lines[:3] + lines[4:], "vocab must hold all 256 single bytes"),
 ])
-def test_corrupt_saved_file_names_file_and_line(tmp_path, edit, message):
-    path = trained().save(tmp_path / "t.bpe")
+def test_corrupt_saved_file_names_file_and_line(tmp_path, trained, edit, message):
+    path = trained.save(tmp_path / "t.bpe")
     path.write_text("\n".join(edit(path.read_text(encoding="utf-8").splitlines())) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=f"{regex.escape(str(path))}.*{message}"):
         BPETokenizer.load(path)
