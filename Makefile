@@ -10,7 +10,7 @@ export GPT2_CORE_MIRROR ?= $(SHARED_DATA)
 endif
 export PYTHONHASHSEED := 0
 
-.PHONY: book test unit nbval export-check book-strict browser-test lab notebooks export landing-page bench lock clean
+.PHONY: book test unit nbval nbval-portable export-check book-strict browser-test lab notebooks export landing-page bench lock clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
@@ -22,14 +22,24 @@ book: $(STAMP) landing-page
 	$(BIN)/jupyter-book build . --quiet
 	@echo "The book is at file://$(abspath _build/html/index.html)"
 
-test: $(STAMP) unit export-check nbval book-strict browser-test
+test: $(STAMP) unit export-check nbval nbval-portable book-strict browser-test
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
 
+NBVAL := $(BIN)/python -m pytest --nbval chapters --nbval-current-env \
+	--nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 600 -p no:cacheprovider
+
 nbval: $(STAMP)
-	$(BIN)/python -m pytest --nbval chapters --nbval-current-env \
-		--nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 600
+	$(NBVAL)
+
+# The notebooks again, from an empty model cache under another floating-point path, so every model
+# retrains with other rounding (book/how_this_book_is_built.md). float_paths.py first proves that
+# its switches change this CPU's results, and fails if they do not.
+nbval-portable: $(STAMP)
+	$(BIN)/python scripts/float_paths.py
+	cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
+		env $$($(BIN)/python scripts/float_paths.py --env) GPT2_CORE_CACHE="$$cache" $(NBVAL)
 
 export-check: $(STAMP)
 	$(BIN)/python -m gpt2_core.nbexport --check

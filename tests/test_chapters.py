@@ -211,3 +211,39 @@ def test_figure_check_on_a_sample(tmp_path):
         "09_demo.ipynb: cell 3 has an image output but no mystnb.image.alt in its metadata",
         "09_demo.ipynb: cell 4 has an image output but no mystnb.figure.caption in its metadata",
     ]
+
+
+IGNORED = "nbval-ignore-output"
+TIMING = re.compile(r"perf_counter|_seconds\b|environment_report|configure_threads")
+
+
+def unasserted_ignored_cells(notebook: Path) -> list[str]:
+    """Cells nbval does not compare that neither assert a claim nor only report time or machine."""
+    problems = []
+    for index, cell in enumerate(nbformat.read(notebook, as_version=4).cells):
+        if cell.cell_type != "code":
+            continue
+        if "NBVAL_IGNORE_OUTPUT" in cell.source:
+            problems.append(f"{notebook.name}: cell {index} uses the comment marker; tag it {IGNORED!r}")
+        if IGNORED in cell.metadata.get("tags", []):
+            if "assert " not in cell.source and not TIMING.search(cell.source):
+                problems.append(f"{notebook.name}: cell {index} is not compared by nbval and asserts nothing")
+    return problems
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda p: p.stem)
+def test_uncompared_cells_assert_their_claims(notebook):
+    problems = unasserted_ignored_cells(notebook)
+    assert not problems, "\n".join(problems)
+
+
+def test_uncompared_cell_check_on_a_sample(tmp_path):
+    cells = [nbformat.v4.new_code_cell("print(loss)\nassert loss < 3", metadata={"tags": [IGNORED]}),
+             nbformat.v4.new_code_cell("print(f'{time.perf_counter() - t0:.0f} s')", metadata={"tags": [IGNORED]}),
+             nbformat.v4.new_code_cell("print(loss)", metadata={"tags": [IGNORED]}),
+             nbformat.v4.new_code_cell("# NBVAL_IGNORE_OUTPUT\nprint(loss)\nassert loss < 3"),
+             nbformat.v4.new_code_cell("print(loss)")]
+    path = tmp_path / "09_demo.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    assert unasserted_ignored_cells(path) == ["09_demo.ipynb: cell 2 is not compared by nbval and asserts nothing",
+                                              "09_demo.ipynb: cell 3 uses the comment marker; tag it 'nbval-ignore-output'"]
