@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from gpt2_core import data
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.runs import atomic_write, atomic_write_text, read_json
-from gpt2_core.tokenizer import BPETokenizer, Tokenizer
+from gpt2_core.tokenizer import BPETokenizer, Tokenizer, gpt2_tokenizer
 from gpt2_core.train import TrainConfig, configure_optimizer, lr_at
 
 SMS_LABELS = ("ham", "spam")      # class id = position in this tuple
@@ -417,8 +417,8 @@ def save_classifier(classifier: GPTClassifier, directory: str | os.PathLike,
     return directory
 
 
-def load_classifier(directory: str | os.PathLike) -> tuple[GPTClassifier, BPETokenizer | None]:
-    """A classifier written by `save_classifier` (eval mode), and its BPE tokenizer if one was saved."""
+def load_classifier(directory: str | os.PathLike) -> tuple[GPTClassifier, Tokenizer | None]:
+    """A classifier written by `save_classifier` (eval mode), and its tokenizer if one was saved."""
     directory = Path(directory)
     config_path = directory / CLASSIFIER_CONFIG
     if not config_path.is_file():
@@ -427,7 +427,12 @@ def load_classifier(directory: str | os.PathLike) -> tuple[GPTClassifier, BPETok
     classifier = GPTClassifier(GPT(GPTConfig(**config["gpt"])), config["labels"], config["max_length"],
                                config["keep"])
     classifier.load_state_dict(load_file(str(directory / CLASSIFIER_WEIGHTS)))
-    tokenizer = None
-    if config["tokenizer"] == CLASSIFIER_TOKENIZER:
+    tokenizer, name = None, config["tokenizer"]
+    if name == CLASSIFIER_TOKENIZER:
         tokenizer = BPETokenizer.load(directory / CLASSIFIER_TOKENIZER)
+    elif name == "gpt2":
+        tokenizer = gpt2_tokenizer()
+    elif name is not None:
+        raise ValueError(f"{config_path}: unknown tokenizer {name!r}; expected {CLASSIFIER_TOKENIZER!r}, "
+                         "'gpt2' or null")
     return classifier.eval(), tokenizer

@@ -50,3 +50,14 @@ def test_the_cache_layout_is_part_of_the_key(monkeypatch):
     before = recipe_key(TINY)
     monkeypatch.setattr(pretrained, "CACHE_LAYOUT", "another layout")
     assert recipe_key(TINY) != before
+
+
+def test_the_code_of_pretrained_itself_is_part_of_the_key(monkeypatch):
+    import inspect
+
+    from gpt2_core import pretrained
+
+    before = recipe_key(TINY)
+    real = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) + ("# edited\n" if obj is pretrained else ""))
+    assert recipe_key(TINY) != before

@@ -13,7 +13,7 @@ from gpt2_core.finetune import (SMS_LABELS, ClassificationDataset, Example, Fine
                                 save_classifier, set_trainable, train_classifier, train_val_test_split,
                                 truncate, write_tsv)
 from gpt2_core.model import GPT, GPTConfig
-from gpt2_core.tokenizer import BPETokenizer
+from gpt2_core.tokenizer import BPETokenizer, gpt2_tokenizer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -249,3 +249,18 @@ def test_save_load_round_trip(tokenizer, tmp_path):
         save_classifier(clf, tmp_path / "lora")
     with pytest.raises(FileNotFoundError, match="not a saved classifier"):
         load_classifier(tmp_path / "nowhere")
+
+
+def test_a_classifier_saved_with_gpt2s_tokenizer_loads_it_back(tmp_path):
+    clf = tiny_classifier()
+    save_classifier(clf, tmp_path / "clf", gpt2_tokenizer())
+    assert sorted(p.name for p in (tmp_path / "clf").iterdir()) == ["classifier.json", "model.safetensors"]
+    _, loaded_tokenizer = load_classifier(tmp_path / "clf")
+    assert loaded_tokenizer.name == "gpt2"
+    assert loaded_tokenizer.encode("free prize, call now") == gpt2_tokenizer().encode("free prize, call now")
+    save_classifier(clf, tmp_path / "none")
+    assert load_classifier(tmp_path / "none")[1] is None
+    config = tmp_path / "clf" / "classifier.json"
+    config.write_text(config.read_text().replace('"gpt2"', '"my-own-bpe"'))
+    with pytest.raises(ValueError, match=r"classifier\.json: unknown tokenizer 'my-own-bpe'"):
+        load_classifier(tmp_path / "clf")
