@@ -417,8 +417,9 @@ def save_classifier(classifier: GPTClassifier, directory: str | os.PathLike,
     return directory
 
 
-def load_classifier(directory: str | os.PathLike) -> tuple[GPTClassifier, Tokenizer | None]:
-    """A classifier written by `save_classifier` (eval mode), and its tokenizer if one was saved."""
+def load_classifier(directory: str | os.PathLike
+                    ) -> tuple[GPTClassifier, Tokenizer | None]:
+    """A classifier written by `save_classifier` (eval mode), and its tokenizer."""
     directory = Path(directory)
     config_path = directory / CLASSIFIER_CONFIG
     if not config_path.is_file():
@@ -433,6 +434,6 @@ def load_classifier(directory: str | os.PathLike) -> tuple[GPTClassifier, Tokeni
     elif name == "gpt2":
         tokenizer = gpt2_tokenizer()
     elif name is not None:
-        raise ValueError(f"{config_path}: unknown tokenizer {name!r}; expected {CLASSIFIER_TOKENIZER!r}, "
-                         "'gpt2' or null")
+        raise ValueError(f"{config_path}: unknown tokenizer {name!r}; "
+                         f"expected {CLASSIFIER_TOKENIZER!r}, 'gpt2' or null")
     return classifier.eval(), tokenizer

@@ -84,8 +84,9 @@ def recipe_key(recipe: Recipe) -> str:
     digest = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
     digest.update(data.REGISTRY[recipe.dataset].sha256.encode())
     digest.update(CACHE_LAYOUT.encode())
-    this_module = importlib.import_module("gpt2_core.pretrained")   # this code, as the package holds it
-    for module in (attention_module, model_module, tokenizer_module, train_module, this_module):
+    this_module = importlib.import_module("gpt2_core.pretrained")   # this very code
+    for module in (attention_module, model_module, tokenizer_module, train_module,
+                   this_module):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()[:16]
 
