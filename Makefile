@@ -37,9 +37,8 @@ nbval: $(STAMP)
 # retrains with other rounding (book/how_this_book_is_built.md). float_paths.py first proves that
 # its switches change this CPU's results, and fails if they do not.
 nbval-portable: $(STAMP)
-	$(BIN)/python scripts/float_paths.py
-	cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
-		env $$($(BIN)/python scripts/float_paths.py --env) GPT2_CORE_CACHE="$$cache" $(NBVAL)
+	switches=$$($(BIN)/python scripts/float_paths.py --env) && cache=$$(mktemp -d) && \
+		trap 'rm -rf "$$cache"' EXIT && env $$switches GPT2_CORE_CACHE="$$cache" $(NBVAL)
 
 export-check: $(STAMP)
 	$(BIN)/python -m gpt2_core.nbexport --check

@@ -8,7 +8,8 @@ AdamW steps of a small GPT in a fresh process with the default settings and agai
 candidate switches, and compares the results bit for bit.
 
     python scripts/float_paths.py          # report; exit 1 when the training steps do not change
-    python scripts/float_paths.py --env    # print the switches as NAME=VALUE words for `env`
+    python scripts/float_paths.py --env    # the same report on stderr; the switches as NAME=VALUE
+                                           # words for `env` on stdout (empty when they fail)
 
 Candidates: ``ATEN_CPU_CAPABILITY=default`` (ATen's scalar kernels instead of its AVX2/AVX-512
 ones: softmax, LayerNorm, GELU and more, on any x86 CPU) and, on a CPU with AVX-512,
@@ -73,25 +74,25 @@ def candidates(reference: dict[str, str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", action="store_true",
-                        help="print the switches as NAME=VALUE words (after checking them)")
+                        help="report on stderr; print the switches as NAME=VALUE words on stdout")
     args = parser.parse_args(argv)
     reference = probe({})
     switches = candidates(reference)
     alternate = probe(switches)
     changed = [k for k in reference if k != "cpu capability" and reference[k] != alternate[k]]
-    if args.env:
-        print(" ".join(f"{k}={v}" for k, v in switches.items()))
-    else:
-        print(f"CPU capability {reference['cpu capability']}; switches "
-              + " ".join(f"{k}={v}" for k, v in switches.items()))
-        for key in reference:
-            if key != "cpu capability":
-                mark = "changed" if key in changed else "SAME"
-                print(f"  {key:>10}: {reference[key]} -> {alternate[key]}  {mark}")
+    words = " ".join(f"{k}={v}" for k, v in switches.items())
+    report = sys.stderr if args.env else sys.stdout
+    print(f"CPU capability {reference['cpu capability']}; switches {words}", file=report)
+    for key in reference:
+        if key != "cpu capability":
+            mark = "changed" if key in changed else "SAME"
+            print(f"  {key:>10}: {reference[key]} -> {alternate[key]}  {mark}", file=report)
     if "training" not in changed:
         print("these switches leave training bit for bit the same on this CPU: the alternate "
               "floating-point run would prove nothing", file=sys.stderr)
         return 1
+    if args.env:
+        print(words)
     return 0
 
 

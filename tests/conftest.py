@@ -2,7 +2,7 @@
 
 Tests reach the real data sets only through the registry (`gpt2_core.data.fetch`), with the
 cache, mirror and network settings the test run started with: on a machine with a mirror
-(`$GPT2_CORE_MIRROR`, which `make` sets when `../shared/data` exists) they come from there, on a
+(`$GPT2_CORE_MIRROR`, which `make` sets when a mirror folder sits beside the checkout) they come from there, on a
 machine with network and no mirror they are downloaded once into the user's cache and verified.
 """
 
