@@ -16,11 +16,8 @@ and refuses one that differs (truncated, corrupt, or from another checkpoint).
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from gpt2_core.data import sha256_of
+from gpt2_core.files import atomic_directory, sha256_of
 
 CHECKPOINT_DIR = re.compile(r"^ckpt-(\d{7,})$")
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
@@ -73,9 +70,7 @@ def save_checkpoint(directory: str | Path, *, model: torch.nn.Module, optimizer:
     target = directory / f"ckpt-{step:07d}"
     if target.exists():
         raise FileExistsError(f"checkpoint {target} already exists; refusing to overwrite it")
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f".tmp-ckpt-{step:07d}-"))
-    try:
+    with atomic_directory(target) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         optim_tensors, optim_json = _optimizer_tensors(optimizer)
         save_file(optim_tensors, str(tmp / "optimizer.safetensors"))
@@ -84,10 +79,6 @@ def save_checkpoint(directory: str | Path, *, model: torch.nn.Module, optimizer:
                  "rng": _python_rng_state(),
                  "sha256": {name: sha256_of(tmp / name) for name in TENSOR_FILES}}
         (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return target
 
 

@@ -4,8 +4,10 @@
     gpt2-core pretrain --config tiny.json --max-steps 500 --checkpoint-interval 100 --out runs/tiny
     gpt2-core pretrain --config tiny.json --max-steps 500 --checkpoint-interval 100 --out runs/tiny --resume
     gpt2-core generate runs/tiny --prompt "ROMEO:" --max-new-tokens 200 --temperature 0.8 --seed 1
+    gpt2-core prepare brown --out data/brown                # a corpus into token shards
     gpt2-core evaluate runs/tiny the-verdict                # a registered data set or a text file
     gpt2-core export runs/tiny exported/tiny                # loads in transformers.GPT2LMHeadModel
+    gpt2-core export runs/tiny exported/onnx --format onnx  # for onnxruntime, here or in a browser
     gpt2-core finetune-classifier runs/tiny --out runs/spam --epochs 3      # chapter 6: SMS spam
     gpt2-core finetune-instruct runs/ctx256 --out runs/instruct             # chapter 7: a 256-token context
 
@@ -32,6 +34,7 @@ from tqdm import tqdm
 from gpt2_core import __version__, data, instruct
 from gpt2_core import checkpoint as checkpoint_module
 from gpt2_core import model as model_module
+from gpt2_core import prepare as prepare_module
 from gpt2_core.finetune import (
     SMS_LABELS,
     FinetuneConfig,
@@ -50,7 +53,7 @@ from gpt2_core.finetune import (
     train_val_test_split,
 )
 from gpt2_core.evaluate import score_text
-from gpt2_core.generate import GenerationConfig, decode_layout, stream
+from gpt2_core.generate import GenerationConfig, stream
 from gpt2_core.model import GPT, GPT2_SIZES, from_pretrained
 from gpt2_core.pretrained import BOOK_RECIPE, Recipe, prepare_corpus
 from gpt2_core.runs import (
@@ -312,7 +315,6 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 @command("generate", "continue a prompt, printing the text as it is generated", _generate_arguments)
 def generate(args: argparse.Namespace) -> None:
     model, tokenizer, _ = load_model(args.model, pick_device(args.device))
-    decode_layout(model)                                       # faster CPU decoding; the model is ours alone
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                               overflow="slide")
@@ -360,16 +362,31 @@ def evaluate_command(args: argparse.Namespace) -> None:
           f"{results['tokens']:,} tokens (context {context}, stride {results['stride']})")
 
 
+# --- prepare (a corpus into token shards; gpt2_core.prepare) ----------------------------------
+command("prepare", prepare_module.HELP, prepare_module.add_arguments)(prepare_module.run)
+
+
 # --- export ------------------------------------------------------------------------------------
 def _export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("run", type=Path, help="run directory (--format onnx: also a model directory "
+                                          "or an OpenAI size)")
     p.add_argument("out", type=Path, help="output directory (absent or empty)")
+    p.add_argument("--format", choices=("hf", "onnx"), default="hf",
+                   help="hf: the run's newest checkpoint in the Hugging Face GPT-2 layout "
+                        "(default); onnx: the run's model/ as model.onnx, with tokenizer.web.json "
+                        "and model.json, for onnxruntime and the book's live pages")
 
 
-@command("export", "write a run's newest checkpoint as a Hugging Face GPT-2 model directory with a model card",
-         _export_arguments)
+@command("export", "write a run's newest checkpoint as a Hugging Face GPT-2 model directory "
+                   "with a model card, or its model as ONNX", _export_arguments)
 def export(args: argparse.Namespace) -> None:
-    out = export_model(Run.open(args.run), args.out)
+    if args.format == "onnx":
+        from gpt2_core.onnx_export import export_for_web   # needs the optional onnx packages
+
+        model, tokenizer, _ = load_model(str(args.run), torch.device("cpu"))
+        out = export_for_web(model, tokenizer, args.out)
+    else:
+        out = export_model(Run.open(args.run), args.out)
     print(f"exported {args.run} to {out}")
 
 

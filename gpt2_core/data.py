@@ -7,13 +7,12 @@
 3. the canonical URLs (skipped when ``$GPT2_CORE_OFFLINE`` is set).
 
 Every file is checked against its sha256 before it is used. Files are written to a temporary
-name in the cache and renamed into place, so a failed or corrupt transfer never leaves a
-half-written file where a later call would find it.
+name in the cache and renamed into place (`gpt2_core.files.atomic_write`), so a failed or
+corrupt transfer never leaves a half-written file where a later call would find it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from gpt2_core.files import atomic_write, sha256_of
 
 CACHE_ENV = "GPT2_CORE_CACHE"
 MIRROR_ENV = "GPT2_CORE_MIRROR"
@@ -106,6 +107,17 @@ register(DataSet(
     description="5,574 SMS messages labelled ham/spam, one 'label<TAB>text' per line.",
     archive_member="SMSSpamCollection",
 ))
+register(DataSet(
+    name="brown",
+    filename="brown.zip",
+    sha256="9b275f9b3b95d7bd66ccfb7cd259f445a13bbe5d1f4107aba09fd3e8364bafa6",
+    urls=("https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/packages/corpora/brown.zip",),
+    license="Non-commercial use only: 'May be used for non-commercial purposes.' (NLTK data index; "
+            "W. N. Francis and H. Kucera, Brown University, 1964, revised 1971 and 1979).",
+    description="The Brown Corpus as NLTK ships it: 500 documents of American English in 15 genres "
+                "(about 1.16M words) as word/TAG tokens; gpt2_core.corpora.brown_documents reads "
+                "them back as text.",
+))
 
 
 def cache_dir() -> Path:
@@ -117,15 +129,6 @@ def mirror_dir() -> Path | None:
     """Directory holding pre-downloaded copies, or None when no mirror is configured."""
     value = os.environ.get(MIRROR_ENV)
     return Path(value) if value else None
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _verify(path: Path, dataset: DataSet, source: str) -> None:
@@ -141,16 +144,11 @@ def _install(produce, dataset: DataSet, source: str) -> Path:
     """Write a file through `produce(tmp_path)`, verify it, then rename it into the cache."""
     target = cache_dir() / dataset.filename
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{dataset.filename}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+
+    def write(tmp: Path) -> None:
         produce(tmp)
         _verify(tmp, dataset, source)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return atomic_write(target, write)
 
 
 def _extract_member(archive: Path, dataset: DataSet, out: Path) -> None:

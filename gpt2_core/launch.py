@@ -1,12 +1,17 @@
 """Pretraining entry point for one CPU, one GPU, or many GPUs/nodes through ``torchrun``.
 
     python -m gpt2_core.launch prepare --dataset tinyshakespeare --out data/shakespeare
+    python -m gpt2_core.launch prepare corpus.jsonl --out data/web --num-proc 16
     python -m gpt2_core.launch train --data data/shakespeare --out runs/shakespeare
-    torchrun --nproc_per_node=8 -m gpt2_core.launch train --data data/owt --model gpt2 \\
+    torchrun --nproc_per_node=8 -m gpt2_core.launch train --data data/web --model gpt2 \\
         --batch-size 512 --block-size 1024 --dtype bfloat16 --compile
 
-``prepare`` tokenizes a registered data set into ``train.bin`` / ``val.bin`` (uint16 token ids)
-plus the tokenizer. ``train`` memory-maps those files and runs `gpt2_core.train.train`: under
+``prepare`` is `gpt2_core.prepare` (the same as ``gpt2-core prepare``): a corpus into token
+shards and a manifest. The older form ``--dataset NAME`` names a registered data set; for one that
+is a single text (tinyshakespeare) it cuts the text into documents at blank lines unless
+``--separator`` says otherwise, since the train/validation split is by document.
+``train`` memory-maps a prepared folder's shards (`gpt2_core.shards.Shards`; a folder with the
+older ``train.bin`` / ``val.bin`` still works) and runs `gpt2_core.train.train`: under
 torchrun every process joins the process group (NCCL on CUDA, gloo on CPU), seeds its own
 dropout generator, computes its slice of each global batch, and rank 0 logs and checkpoints.
 On CUDA, TF32 matmuls are enabled and attention uses PyTorch's flash kernel through
@@ -27,33 +32,41 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from gpt2_core import data
+from gpt2_core import prepare as prepare_module
 from gpt2_core.model import GPT, GPTConfig, flops_per_token
-from gpt2_core.pretrained import BOOK_RECIPE, prepare_corpus
+from gpt2_core.pretrained import BOOK_RECIPE
 from gpt2_core.runtime import seed_everything
+from gpt2_core.shards import MANIFEST, Shards
 from gpt2_core.tokenizer import BPETokenizer, gpt2_tokenizer
 from gpt2_core.train import TrainConfig, train
 
 
-def write_tokens(ids: np.ndarray, path: Path) -> None:
-    """Write token ids as uint16, atomically."""
-    if ids.size and int(ids.max()) >= 2**16:
-        raise ValueError(f"token id {int(ids.max())} does not fit in uint16")
-    tmp = path.with_suffix(path.suffix + ".part")
-    ids.astype(np.uint16).tofile(tmp)
-    os.replace(tmp, path)
-
-
 def prepare(args: argparse.Namespace) -> None:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    recipe = BOOK_RECIPE if args.dataset == BOOK_RECIPE.dataset else None
-    if recipe is None:
-        raise SystemExit(f"prepare: only {BOOK_RECIPE.dataset!r} has a recipe so far")
-    corpus = prepare_corpus(recipe)
-    write_tokens(corpus.train_ids, out / "train.bin")
-    write_tokens(corpus.val_ids, out / "val.bin")
-    corpus.tokenizer.save(out / "tokenizer.json")
-    print(f"wrote {len(corpus.train_ids):,} train and {len(corpus.val_ids):,} val tokens to {out}")
+    """`gpt2_core.prepare.run`, with the older ``--dataset NAME`` mapped onto SOURCE."""
+    if args.source is None:
+        args.source = args.dataset
+        one_text = args.source in data.REGISTRY and data.REGISTRY[args.source].filename.endswith(
+            ".txt")
+        if one_text and args.separator is None:
+            args.separator = r"\n\n"
+    try:
+        prepare_module.run(args)
+    except (data.DataError, ValueError, OSError) as e:
+        raise SystemExit(f"prepare: error: {e}") from None
+
+
+def load_tokens(folder: Path) -> tuple[Shards | np.ndarray, Shards | np.ndarray, int]:
+    """Train and validation tokens of a prepared folder, and the vocabulary size."""
+    if (folder / MANIFEST).exists():
+        train_ids, val_ids = Shards(folder, "train"), Shards(folder, "val")
+        return train_ids, val_ids, train_ids.vocab_size
+    train_ids = np.memmap(folder / "train.bin", dtype=np.uint16, mode="r")    # the older layout
+    val_ids = np.memmap(folder / "val.bin", dtype=np.uint16, mode="r")
+    tokenizer_file = folder / "tokenizer.json"
+    vocab_size = (BPETokenizer.load(tokenizer_file).vocab_size if tokenizer_file.exists()
+                  else gpt2_tokenizer().vocab_size)
+    return train_ids, val_ids, vocab_size
 
 
 def _model_config(args: argparse.Namespace, vocab_size: int) -> GPTConfig:
@@ -75,12 +88,7 @@ def run_train(args: argparse.Namespace) -> None:
         torch.backends.cudnn.allow_tf32 = True
     else:
         device = torch.device("cpu")
-    data_dir = Path(args.data)
-    train_ids = np.memmap(data_dir / "train.bin", dtype=np.uint16, mode="r")
-    val_ids = np.memmap(data_dir / "val.bin", dtype=np.uint16, mode="r")
-    tokenizer_file = data_dir / "tokenizer.json"
-    vocab_size = (BPETokenizer.load(tokenizer_file).vocab_size if tokenizer_file.exists()
-                  else gpt2_tokenizer().vocab_size)
+    train_ids, val_ids, vocab_size = load_tokens(Path(args.data))
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
     cfg = TrainConfig(**{**asdict(BOOK_RECIPE.train), **overrides})
@@ -110,11 +118,13 @@ def run_train(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpt2_core.launch", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("prepare", help="tokenize a data set into uint16 token files")
-    p.add_argument("--dataset", default=BOOK_RECIPE.dataset)
-    p.add_argument("--out", required=True)
+    p = commands.add_parser("prepare", help=prepare_module.HELP)
+    p.add_argument("source", nargs="?", help=prepare_module.SOURCE_HELP)
+    p.add_argument("--dataset", default=BOOK_RECIPE.dataset,
+                   help="without SOURCE: a registered data set (default: %(default)s)")
+    prepare_module.add_options(p)
     t = commands.add_parser("train", help="pretrain (under torchrun for several processes)")
-    t.add_argument("--data", required=True, help="folder with train.bin, val.bin (and tokenizer.json)")
+    t.add_argument("--data", required=True, help="a folder written by prepare")
     t.add_argument("--out", required=True, help="run folder for checkpoints")
     t.add_argument("--model", default="book", help="'book' or an OpenAI size: gpt2, gpt2-medium, ...")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")

@@ -2,8 +2,8 @@
 
 A chapter writes a promoted class or function once, in a code cell whose first line is
 ``#| export tokenizer`` (say). Running ``python -m gpt2_core.nbexport`` collects those cells,
-in notebook order, into ``gpt2_core/tokenizer.py`` behind a header naming the notebook and
-cell each block came from. ``--check`` re-exports into memory and fails when any generated
+in notebook order, into ``gpt2_core/tokenizer.py`` behind a header naming the notebook, and
+each block's nbformat cell id (stable when other cells are inserted or moved). ``--check`` re-exports into memory and fails when any generated
 module differs from the notebooks, so the package and the book cannot drift apart.
 
 A module is generated from exactly one notebook; hand-written modules (no header) are left alone.
@@ -28,7 +28,8 @@ class ExportedCell:
     """One marked code cell: where it lives and what it says."""
 
     notebook: str
-    index: int
+    index: int                      # position in the notebook, for error messages
+    cell_id: str                    # nbformat's stable id, for the provenance comments
     module: str
     source: str
 
@@ -57,7 +58,8 @@ def marked_cells(notebook: Path, root: Path = ROOT) -> list[ExportedCell]:
         first, _, rest = cell_source(cell).partition("\n")
         match = MARKER.match(first.strip())
         if match:
-            cells.append(ExportedCell(name, index, match.group(1), rest.strip("\n")))
+            cell_id = cell.get("id") or f"#{index}"   # nbformat < 4.5 has no cell ids
+            cells.append(ExportedCell(name, index, cell_id, match.group(1), rest.strip("\n")))
         elif first.strip().startswith("#| export"):
             raise ExportError(f"{name}, cell {index}: malformed marker {first.strip()!r}; "
                               "expected '#| export MODULE'")
@@ -75,7 +77,7 @@ def render_modules(notebooks: list[Path], root: Path = ROOT) -> dict[str, str]:
         sources = sorted({c.notebook for c in cells})
         if len(sources) > 1:
             raise ExportError(f"module {module!r} is exported from several notebooks: {', '.join(sources)}")
-        blocks = [f"# %% {c.notebook}, cell {c.index}\n{c.source}\n" for c in cells]
+        blocks = [f"# %% {c.notebook}, cell {c.cell_id}\n{c.source}\n" for c in cells]
         modules[module] = HEADER.format(notebook=sources[0]) + "\n" + "\n\n".join(blocks)
     return modules
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
 import shutil
-import tempfile
 import types
 import typing
 from collections.abc import Callable
@@ -34,6 +32,7 @@ from typing import Any
 import torch
 
 from gpt2_core import __version__, data
+from gpt2_core.files import atomic_directory, atomic_write, atomic_write_text
 from gpt2_core.checkpoint import (
     CHECKPOINT_DIR,
     latest_checkpoint,
@@ -133,24 +132,6 @@ def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 # --- files -------------------------------------------------------------------------------------
-def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call write(tmp) on a temporary file next to `path`, then rename it into place; return `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)                  # mkstemp's files are private to their owner
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write `text` (UTF-8) to `path` atomically."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
 def _dump(obj: Any) -> str:
     return json.dumps(config_to_dict(obj), indent=1) + "\n"
 
@@ -460,17 +441,9 @@ def export_model(run: Run, out: str | Path, *, model: torch.nn.Module | None = N
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"{out} already exists and is not empty; refusing to overwrite it")
     model, step = (model, None) if model is not None else _final_weights(run)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}-"))
-    try:
+    with atomic_directory(out) as tmp:
         save_pretrained(model, tmp)
         if (run.directory / TOKENIZER_FILE).is_file():
             shutil.copyfile(run.directory / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
         (tmp / CARD_FILE).write_text(model_card(run, step=step), encoding="utf-8")
-        for file in tmp.iterdir():
-            file.chmod(0o644)
-        tmp.chmod(0o755)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -23,8 +23,8 @@ def run(path: Path, timeout: int, **options) -> tuple[nbformat.NotebookNode, flo
 
 
 def execute(path: Path, timeout: int) -> float:
-    """Run `path` and save it back with its outputs and widget state; return the seconds taken."""
-    nb, seconds = run(path, timeout, store_widget_state=True)
+    """Run `path` and save it back with its outputs (streams merged) and widget state; return seconds."""
+    nb, seconds = run(path, timeout, store_widget_state=True, coalesce_streams=True)
     nbformat.write(nb, path)
     return seconds
 

@@ -2,8 +2,9 @@
 
 By default the HTML book loads MathJax and the ipywidgets HTML manager (which draws the widgets
 saved in the notebooks) from CDNs: offline, the equations stay raw TeX and the widgets stay blank.
-This module copies pinned versions of both into `book/_static/vendor/` (about 5 MB, so they are
-fetched at build time and ignored by git, not committed) and points the book at them.
+This module copies pinned versions of both, and of ONNX Runtime Web (which runs the book's model in
+the live pages, scripts/live_book.py), into `book/_static/vendor/` (about 20 MB, so they are
+fetched at build time and ignored by git, not committed) and points the book at the first two.
 
 It is both a script and a Sphinx extension (which also removes duplicated script tags, below). `_config.yml` loads it as a local extension, so
 `jupyter-book build .` vendors the files on its first run, then reuses them; run it alone with
@@ -73,6 +74,15 @@ PACKAGES = (
         folder="mathjax", strip="package/",
         files=("LICENSE", "es5/tex-mml-chtml.js", "es5/output/chtml/fonts/woff-v2/*",
                "es5/input/tex/extensions/*", "es5/a11y/*", "es5/ui/*"),
+    ),
+    # ONNX Runtime Web, for the live pages (book/_static/live/): the WebAssembly build only, as
+    # one ES module with its loader inside, and the binary, run on one thread (no cross-origin
+    # isolation needed). The license notice (MIT) heads the module.
+    Package(
+        name="onnxruntime-web", version="1.30.0",
+        integrity="sha512-q0y+JrrtukXSzsBWEMccVfqX25LRmosXHF+CaRJmg8pZClzcV7svNc4rKY3jL02Vb7QmRMDs1SigqR4CXAfKYQ==",
+        folder="onnxruntime-web", strip="package/dist/",
+        files=("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm"),
     ),
 )
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gpt2_core import instruct
+from gpt2_core.judge import JudgeClient, JudgeError
 from gpt2_core.instruct import IGNORE_INDEX, Example, collate
 from gpt2_core.model import GPT, GPTConfig, save_pretrained
 from gpt2_core.tokenizer import BPETokenizer
@@ -233,9 +234,9 @@ def judge_server():
 
 @pytest.mark.parametrize("api, path", [("ollama", "/api/chat"), ("openai", "/v1/chat/completions")])
 def test_judge_request_and_reply_format(judge_server, api, path):
-    client = instruct.JudgeClient(url=judge_server, model="fake-judge", api=api)
+    client = JudgeClient(url=judge_server, model="fake-judge", api=api)
     entry = {"instruction": "Name a colour.", "input": "sky", "output": "Blue."}
-    assert client.score(entry, "Red.") == 85
+    assert instruct.judge_score(client, entry, "Red.") == 85
     [(seen_path, content_type, body)] = FakeJudge.requests
     assert seen_path == path and content_type == "application/json"
     assert body["model"] == "fake-judge" and len(body["messages"]) == 1
@@ -251,14 +252,14 @@ def test_judge_request_and_reply_format(judge_server, api, path):
 
 def test_judge_refuses_remote_hosts_and_reports_failures(judge_server):
     with pytest.raises(ValueError, match="not local"):
-        instruct.JudgeClient(url="http://judge.example.com:8080")
-    with pytest.raises(ValueError, match="api must be"):
-        instruct.JudgeClient(api="anthropic")
-    bad_path = instruct.JudgeClient(url=judge_server + "/nowhere", api="openai")
-    with pytest.raises(instruct.JudgeError, match="unexpected openai reply"):
+        JudgeClient(url="http://judge.example.com:8080")
+    with pytest.raises(ValueError, match="api must be one of"):
+        JudgeClient(api="anthropic")
+    bad_path = JudgeClient(url=judge_server + "/nowhere", api="openai")
+    with pytest.raises(JudgeError, match="unexpected openai reply"):
         bad_path.chat("hello")
-    closed = instruct.JudgeClient(url="http://127.0.0.1:9", timeout=2)   # port 9 (discard): nothing listens
-    with pytest.raises(instruct.JudgeError, match="not reachable"):
+    closed = JudgeClient(url="http://127.0.0.1:9", timeout=2)   # port 9 (discard): nothing listens
+    with pytest.raises(JudgeError, match="not reachable"):
         closed.chat("hello")
 
 

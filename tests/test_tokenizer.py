@@ -48,7 +48,11 @@ def book_data_text(book_text, name: str) -> str:
     return "\n\n".join(f"{e['instruction']}\n{e['input']}\n{e['output']}" for e in entries)
 
 
-@pytest.mark.parametrize("name", sorted(data.REGISTRY) + ["instruction-data fields"])
+# The registry's plain-text files; an archive (a zipped corpus) holds many files, not one text.
+TEXT_SETS = sorted(n for n, d in data.REGISTRY.items() if not d.filename.endswith(".zip"))
+
+
+@pytest.mark.parametrize("name", TEXT_SETS + ["instruction-data fields"])
 def test_our_bpe_with_gpt2_merges_equals_tiktoken_on_book_data(name, book_text):
     text = book_data_text(book_text, name)
     ours, fast = both()
@@ -157,6 +161,16 @@ def test_corrupt_gpt2_merges_file_names_file_and_line(tmp_path):
     bad.write_text("#version: 0.2\nĠ zzzzqqq\n", encoding="utf-8")
     with pytest.raises(ValueError, match="line 2: token .* is not in"):
         BPETokenizer.from_gpt2_files(encoder_json, bad)
+
+
+def test_gpt2_vocabulary_with_a_raw_byte_names_the_token(tmp_path):
+    encoder_json, vocab_bpe = gpt2_bpe_files()
+    encoder = json.loads(encoder_json.read_text(encoding="utf-8"))
+    encoder["a\x00b"] = len(encoder)  # GPT-2 spells byte 0 as "Ā", never as a raw U+0000
+    bad = tmp_path / "encoder.json"
+    bad.write_text(json.dumps(encoder), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"token 'a\\x00b': '\\x00' is not one of GPT-2's byte"):
+        BPETokenizer.from_gpt2_files(bad, vocab_bpe)
 
 
 # --- training our own BPE ----------------------------------------------------------------------

@@ -7,13 +7,21 @@ fails on console errors, failed or non-local requests, images that did not load,
 not render, and math that MathJax did not typeset; it saves a full-page screenshot under
 `_build/screenshots/`. Chapter pages must also offer Colab and Binder launch links, and give every
 image a non-empty alt text (a figure's comes from its cell's `mystnb.image.alt` metadata).
+
+At the 1280 px window, no code block may scroll sideways (printed output wraps; a code line too
+long for the column is reported with the number of characters the column fits) and no table may be
+wider than the content column unless it sits in a scrolling container. Every heading that a
+chapter's notebook declares in its markdown must be a heading of the chapter's page.
 """
 
 import base64
+import dataclasses
+import html
 import json
 import os
 import shutil
 import subprocess
+import re
 import time
 import urllib.parse
 from pathlib import Path
@@ -174,6 +182,51 @@ INSPECT = """(() => {
 })()""" % {"view": WIDGET_VIEW}
 
 
+# The content column at a 1280 px window: code blocks wider than their box (scrollWidth beyond
+# clientWidth), tables wider than the column outside a scrolling container, and the headings.
+LAYOUT = r"""(() => {
+  const article = document.querySelector('article.bd-article') || document.querySelector('main');
+  const px = (element, property) => parseFloat(getComputedStyle(element)[property]) || 0;
+  const column = article.clientWidth - px(article, 'paddingLeft') - px(article, 'paddingRight');
+  const charWidth = pre => {
+    const probe = document.createElement('span');
+    probe.textContent = 'x'.repeat(100);
+    pre.appendChild(probe);
+    const width = probe.getBoundingClientRect().width / 100;
+    probe.remove();
+    return width;
+  };
+  const wideBlocks = [...article.querySelectorAll('pre')]
+      .filter(pre => pre.scrollWidth > pre.clientWidth).map(pre => {
+    const lines = pre.textContent.split('\n');
+    const inner = pre.clientWidth - px(pre, 'paddingLeft') - px(pre, 'paddingRight');
+    return {
+      kind: pre.closest('.cell_output') ? 'output'
+          : pre.closest('.cell_input') ? 'input' : 'markdown',
+      firstLine: (lines.find(line => line.trim()) || '').trimEnd().slice(0, 100),
+      scrollWidth: pre.scrollWidth, clientWidth: pre.clientWidth,
+      longestLine: Math.max(...lines.map(line => line.length)),
+      fitsCharacters: Math.floor(inner / charWidth(pre)),
+    };
+  });
+  const scrolls = table => {
+    for (let box = table.parentElement; box && box !== article; box = box.parentElement)
+      if (['auto', 'scroll'].includes(getComputedStyle(box).overflowX)
+          && box.clientWidth <= column + 1) return true;
+    return false;
+  };
+  const wideTables = [...article.querySelectorAll('table')]
+      .filter(table => table.getBoundingClientRect().width > column + 1 && !scrolls(table))
+      .map(table => ({width: Math.round(table.getBoundingClientRect().width),
+                      firstRow: (table.rows[0] ? table.rows[0].innerText : '').slice(0, 80)}));
+  const headings = [...article.querySelectorAll('h1, h2, h3, h4, h5, h6')].map(heading => {
+    const copy = heading.cloneNode(true);
+    copy.querySelectorAll('.headerlink, .math, mjx-container').forEach(part => part.remove());
+    return copy.textContent;
+  });
+  return {column: Math.round(column), wideBlocks, wideTables, headings};
+})()"""
+
 def problems_in(events: list[dict], base: str) -> list[str]:
     """Console errors, uncaught exceptions, failed and non-local requests among CDP events."""
     found, urls = [], {}
@@ -213,29 +266,30 @@ def launch_links(page: str) -> tuple[str, str]:
     return colab, binder
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_page_renders_offline(page, browser, book_url):
-    url = urllib.parse.urljoin(book_url, page)
+@dataclasses.dataclass
+class Visit:
+    """One page as the browser showed it: what INSPECT and LAYOUT found, and the problems logged."""
+
+    page: str
+    seen: dict
+    layout: dict
+    logged: list[str]
+
+
+@pytest.fixture(scope="module", params=PAGES)
+def visit(request, browser, book_url) -> Visit:
+    """Open one page (once for all the tests that take it), inspect it and save a screenshot."""
+    page = request.param
     browser.events.clear()
-    browser.call("Page.navigate", session=True, url=url)
+    browser.call("Page.navigate", session=True, url=urllib.parse.urljoin(book_url, page))
     # a redirect page (index.html) loads twice: itself, then its target
     redirect = 'http-equiv="refresh"' in (HTML / page).read_text(encoding="utf-8").lower()
     browser.wait_for("Page.loadEventFired", count=2 if redirect else 1)
     browser.evaluate(SETTLE)
     seen = browser.evaluate(INSPECT)
+    layout = browser.evaluate(LAYOUT)
     browser.call("Runtime.evaluate", session=True, expression="0")  # drain pending events
-
-    problems = problems_in(browser.events, book_url)
-    problems += [f"widget: {p}" for p in seen["widgetProblems"]]
-    problems += [f"math not typeset: {m!r}" for m in seen["untypesetMath"]]
-    problems += [f"MathJax error: {m!r}" for m in seen["mathErrors"]]
-    problems += [f"raw TeX in text: {t!r}" for t in seen["rawTex"]]
-    problems += [f"image did not load: {src}" for src in seen["brokenImages"]]
-    if (ROOT / page).with_suffix(".ipynb").is_file():
-        for link in launch_links(page):
-            if link not in seen["links"]:
-                problems.append(f"launch button missing: {link}")
-        problems += [f"image without alt text: {src}" for src in seen["imagesWithoutAlt"]]
+    logged = problems_in(browser.events, book_url)
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     # the whole page in one tall viewport (a clip beyond the viewport garbles very long pages),
@@ -246,9 +300,134 @@ def test_page_renders_offline(page, browser, book_url):
     browser.call("Emulation.clearDeviceMetricsOverride", session=True)
     (SCREENSHOTS / page.replace("/", "__").replace(".html", ".png")).write_bytes(
         base64.b64decode(shot["data"]))
+    return Visit(page, seen, layout, logged)
 
+
+def test_page_renders_offline(visit):
+    page, seen = visit.page, visit.seen
+    problems = list(visit.logged)
+    problems += [f"widget: {p}" for p in seen["widgetProblems"]]
+    problems += [f"math not typeset: {m!r}" for m in seen["untypesetMath"]]
+    problems += [f"MathJax error: {m!r}" for m in seen["mathErrors"]]
+    problems += [f"raw TeX in text: {t!r}" for t in seen["rawTex"]]
+    problems += [f"image did not load: {src}" for src in seen["brokenImages"]]
+    if (ROOT / page).with_suffix(".ipynb").is_file():
+        for link in launch_links(page):
+            if link not in seen["links"]:
+                problems.append(f"launch button missing: {link}")
+        problems += [f"image without alt text: {src}" for src in seen["imagesWithoutAlt"]]
     assert seen["title"], f"{page}: no title"
     assert not problems, f"{page}:\n  " + "\n  ".join(problems)
+
+
+def overflow_report(layout: dict) -> list[str]:
+    """One line per code block or table that LAYOUT found wider than the content column."""
+    lines = [f"{b['kind']} code block {b['firstLine']!r}: scrollWidth {b['scrollWidth']} > "
+             f"clientWidth {b['clientWidth']} px (longest line {b['longestLine']} characters, "
+             f"the block fits {b['fitsCharacters']})" for b in layout["wideBlocks"]]
+    lines += [f"table {t['firstRow']!r}: {t['width']} px wide in a {layout['column']} px column, "
+              "not in a scrolling container" for t in layout["wideTables"]]
+    return lines
+
+
+def test_code_and_tables_fit_the_column(visit):
+    """At a 1280 px window no code block scrolls sideways and no table pokes out of the column.
+
+    Printed output wraps (book/_static/book.css); code is shown as written, so a line that is too
+    long for the column is reported with the number of characters the column fits.
+    """
+    assert visit.layout["column"] > 0, f"{visit.page}: no content column found"
+    report = overflow_report(visit.layout)
+    assert not report, f"{visit.page} at 1280 px:\n  " + "\n  ".join(report)
+
+
+CURLY_QUOTES = str.maketrans("\u2018\u2019\u201c\u201d", "''\"\"")
+
+
+def normalised(heading: str) -> str:
+    """A heading's words for comparison: no markup, math, permalink marks or extra whitespace.
+
+    Math is dropped from both sides because MathJax replaces the TeX on the page; Sphinx's curly
+    quotes are read as straight ones.
+    """
+    text = html.unescape(heading).translate(CURLY_QUOTES)
+    text = re.sub(r"\$[^$]*\$", "", text)
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)   # [text](url) -> text
+    text = re.sub(r"<[^>]+>", "", text)
+    text = re.sub(r"[`*_#¶]", "", text)
+    return " ".join(text.split())
+
+
+def notebook_headings(notebook: Path) -> list[str]:
+    """The ATX headings (`#` to `######`) of a notebook's markdown cells, outside code fences."""
+    headings = []
+    for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        fence = ""
+        for line in "".join(cell["source"]).splitlines():
+            marker = re.match(r" {0,3}(`{3,}|~{3,})", line)
+            if fence:
+                closes = marker and marker.group(1).startswith(fence)
+                if closes and not line.strip().strip(fence[0]):
+                    fence = ""
+            elif marker:
+                fence = marker.group(1)
+            elif heading := re.match(r" {0,3}#{1,6}(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$", line):
+                headings.append(heading.group(1) or "")
+    return headings
+
+
+def missing_headings(notebook: Path, page_headings: list[str]) -> list[str]:
+    """The notebook's headings that are not among the page's h1-h6 elements."""
+    on_page = {normalised(h) for h in page_headings}
+    return [h for h in notebook_headings(notebook) if normalised(h) not in on_page]
+
+
+def test_chapter_page_shows_every_heading_of_its_notebook(visit):
+    notebook = (ROOT / visit.page).with_suffix(".ipynb")
+    if not notebook.is_file():
+        pytest.skip("not a chapter page")
+    assert notebook_headings(notebook), f"{notebook.name}: no headings found"
+    missing = missing_headings(notebook, visit.layout["headings"])
+    assert not missing, (f"{visit.page} lacks headings that {notebook.name} declares:\n  "
+                         + "\n  ".join(missing))
+
+
+def test_layout_check_reports_long_code_and_wide_tables(browser, book_url):
+    """LAYOUT flags a long input line and a bare wide table, and passes wrapped output and a
+    table in a scrolling container: checked on a chapter page whose content is replaced by them."""
+    chapter = next(page for page in PAGES if (ROOT / page).with_suffix(".ipynb").is_file())
+    browser.call("Page.navigate", session=True, url=urllib.parse.urljoin(book_url, chapter))
+    browser.wait_for("Page.loadEventFired")
+    browser.evaluate(SETTLE)
+    browser.evaluate("""(() => {
+      const long = 'value = ' + 'x + '.repeat(60) + 'x';
+      const wide = '<table><tr>' + '<td>wide_table_cell_text</td>'.repeat(60) + '</tr></table>';
+      document.querySelector('article.bd-article').innerHTML =
+        `<section><div class="cell_input"><div class="highlight"><pre>${long}</pre></div></div>` +
+        `<div class="cell_output"><div class="highlight"><pre>printed ${long}</pre></div></div>` +
+        `<div id="bare">${wide}</div><div style="overflow-x: auto">${wide}</div></section>`;
+    })()""")
+    layout = browser.evaluate(LAYOUT)
+    assert [b["kind"] for b in layout["wideBlocks"]] == ["input"], overflow_report(layout)
+    assert layout["wideBlocks"][0]["firstLine"].startswith("value = x + x")
+    assert len(layout["wideTables"]) == 1, overflow_report(layout)
+
+
+def test_heading_check_reports_a_missing_heading(tmp_path):
+    cells = [{"cell_type": "markdown", "source": ["# 1. GPT-2's tokens\n", "text\n", "```python\n",
+                                                  "# a comment, not a heading\n", "```\n"]},
+             {"cell_type": "code", "source": ["# a code comment\n"]},
+             {"cell_type": "markdown", "source": ["## Scaling by $\\sqrt{d_k}$ ##\n",
+                                                  "### What `gpt2_core` *keeps*"]}]
+    notebook = tmp_path / "demo.ipynb"
+    notebook.write_text(json.dumps({"cells": cells}))
+    assert notebook_headings(notebook) == ["1. GPT-2's tokens", "Scaling by $\\sqrt{d_k}$",
+                                           "What `gpt2_core` *keeps*"]
+    page = ["1. GPT-2\u2019s tokens#", "Scaling by #", "What gpt2_core keeps\n#"]
+    assert missing_headings(notebook, page) == []
+    assert missing_headings(notebook, page[1:]) == ["1. GPT-2's tokens"]
 
 
 def test_the_checks_have_something_to_check(html_dir):

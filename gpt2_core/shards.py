@@ -1,0 +1,205 @@
+"""Token shards on disk: the folder `gpt2_core.prepare` writes, and reading it for training.
+
+A prepared folder holds ``train_000000.bin``, ``train_000001.bin``, ... and ``val_000000.bin``,
+...: raw token ids (the manifest's dtype, native little-endian), each shard ``shard_tokens`` long
+except the last of its split. ``manifest.json`` lists every shard with its token count, the
+documents that start in it, its sha256 and where in the corpus it starts and ends; plus the
+tokenizer, the source, the split rule and the shard size. ``"complete": false`` marks a folder
+that `prepare` is still writing (or was killed while writing); readers refuse it.
+
+`Shards` memory-maps one split and reads it as one long token array (``len``, slices and integer
+index arrays), so `gpt2_core.train.train` takes it in place of a numpy array. `WindowReader` draws
+random, non-overlapping windows of ``block_size + 1`` tokens from it: a fixed order per seed, each
+rank its own windows, and a state (`state_dict`) from which a resumed run reads exactly the batches
+an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from gpt2_core import data
+from gpt2_core.files import sha256_of
+
+MANIFEST = "manifest.json"
+FORMAT = "gpt2_core token shards"
+VERSION = 1
+SPLITS = ("train", "val")
+
+
+class ManifestError(data.DataError):
+    """A prepared folder's manifest is missing, incomplete, or disagrees with its shards."""
+
+
+def shard_name(split: str, number: int) -> str:
+    """File name of shard `number` of `split`: train_000000.bin, ..."""
+    return f"{split}_{number:06d}.bin"
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of prepared folder `folder` (complete or not)."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path} does not exist: {folder} is not a prepared folder "
+                            "(run `gpt2-core prepare` first)") from None
+    except (OSError, ValueError) as e:
+        raise ManifestError(f"{path}: cannot read it ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ManifestError(f"{path} is not a {FORMAT} manifest")
+    if manifest.get("version") != VERSION:
+        raise ManifestError(f"{path}: version {manifest.get('version')}, this code reads {VERSION}")
+    return manifest
+
+
+def check_shards(folder: str | Path, manifest: dict, *, hashes: bool = True) -> None:
+    """Check that every shard in `manifest` exists with its size (and, if `hashes`, its sha256)."""
+    folder = Path(folder)
+    itemsize = np.dtype(manifest["dtype"]).itemsize
+    for split in SPLITS:
+        for record in manifest["shards"][split]:
+            path = folder / record["file"]
+            if not path.is_file():
+                raise ManifestError(f"{path} is missing; {folder / MANIFEST} lists it")
+            size = path.stat().st_size
+            if size != record["tokens"] * itemsize:
+                raise ManifestError(f"{path} has {size:,} bytes; {folder / MANIFEST} says "
+                                    f"{record['tokens']:,} tokens of {manifest['dtype']}")
+            if hashes and (actual := sha256_of(path)) != record["sha256"]:
+                raise ManifestError(f"{path} has sha256 {actual}; {folder / MANIFEST} says "
+                                    f"{record['sha256']}. The shard is corrupt or from another "
+                                    "run; prepare the folder again")
+
+
+class Shards:
+    """One split of a prepared folder, memory-mapped, read as one array of `len(self)` tokens.
+
+    Indexing takes an int, a slice (step 1), or an integer array of any shape, like a numpy
+    array; a read may span shards. `verify=True` also checks every shard's sha256.
+    """
+
+    def __init__(self, folder: str | Path, split: str = "train", *, verify: bool = False) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.folder = Path(folder)
+        self.manifest = read_manifest(folder)
+        if not self.manifest.get("complete"):
+            raise ManifestError(f"{self.folder / MANIFEST} is incomplete: prepare is still writing "
+                                "the folder or was stopped; run it again to finish")
+        check_shards(folder, self.manifest, hashes=verify)
+        self.dtype = np.dtype(self.manifest["dtype"])
+        records = self.manifest["shards"][split]
+        self._maps = [np.memmap(self.folder / r["file"], dtype=self.dtype, mode="r")
+                      for r in records if r["tokens"]]
+        self.offsets = np.cumsum([0] + [len(m) for m in self._maps])   # each shard's first token
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the tokenizer's vocabulary (every id is below it)."""
+        return int(self.manifest["tokenizer"]["vocab_size"])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """Tokens start .. start + length - 1 (a copy, across shards if need be)."""
+        if start < 0 or length < 0 or start + length > len(self):
+            raise IndexError(f"tokens {start}..{start + length} are outside 0..{len(self)}")
+        parts, shard = [], int(np.searchsorted(self.offsets, start, side="right")) - 1
+        while length > 0:
+            begin = start - int(self.offsets[shard])
+            part = self._maps[shard][begin:begin + length]
+            parts.append(part)
+            start, length, shard = start + len(part), length - len(part), shard + 1
+        return np.concatenate(parts) if len(parts) != 1 else np.array(parts[0])
+
+    def __getitem__(self, index) -> np.ndarray | np.integer:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise IndexError("Shards slices take no step")
+            return self.read(start, max(0, stop - start))
+        flat = np.asarray(index, dtype=np.int64)
+        if flat.ndim == 0:
+            position = int(flat) + (len(self) if flat < 0 else 0)
+            return self.read(position, 1)[0]
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"token index out of range 0..{len(self) - 1}")
+        out = np.empty(flat.shape, dtype=self.dtype)
+        shard = np.searchsorted(self.offsets, flat, side="right") - 1
+        for s in np.unique(shard):
+            where = shard == s
+            out[where] = self._maps[s][flat[where] - self.offsets[s]]
+        return out
+
+
+class WindowReader:
+    """Batches of random windows of `block_size` + 1 tokens from `tokens` (a `Shards` or array).
+
+    The token stream is cut into non-overlapping window slots, shifted by a per-epoch offset; each
+    epoch visits every slot once in an order fixed by (seed, epoch). Global step `step` takes the
+    next `batch_size * world_size` slots and rank `rank` the `batch_size` of them from
+    `rank * batch_size` on, so ranks never share a window within an epoch. `next_batch` advances
+    `step`; `state_dict` / `load_state_dict` save and restore it. Memory: the current epoch's order,
+    8 bytes per slot.
+    """
+
+    def __init__(self, tokens, block_size: int, batch_size: int, *, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got {rank} and {world_size}")
+        self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.window = block_size + 1
+        self.slots = (len(tokens) - block_size) // self.window    # room for any offset < window
+        if self.slots < batch_size * world_size:
+            raise ValueError(f"{len(tokens):,} tokens hold {max(self.slots, 0)} windows of "
+                             f"{self.window} tokens, fewer than one global batch of "
+                             f"{batch_size * world_size}")
+        self.step = 0
+        self._epoch: tuple[int, int, np.ndarray] | None = None     # (epoch, offset, order)
+
+    def _order(self, epoch: int) -> tuple[int, np.ndarray]:
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._epoch = (epoch, int(rng.integers(self.window)), rng.permutation(self.slots))
+        return self._epoch[1], self._epoch[2]
+
+    def starts(self, step: int) -> np.ndarray:
+        """First token of each of this rank's windows at global step `step`: (batch_size,)."""
+        first = (step * self.world_size + self.rank) * self.batch_size
+        starts = []
+        for position in range(first, first + self.batch_size):
+            epoch, slot = divmod(position, self.slots)
+            offset, order = self._order(epoch)
+            starts.append(offset + int(order[slot]) * self.window)
+        return np.array(starts, dtype=np.int64)
+
+    def batch(self, step: int) -> np.ndarray:
+        """This rank's windows at global step `step`: (batch_size, block_size + 1) int64."""
+        return np.stack([np.asarray(self.tokens[s:s + self.window], dtype=np.int64)
+                         for s in self.starts(step)])
+
+    def next_batch(self) -> np.ndarray:
+        """The batch at `self.step`, then step + 1. Inputs: [:, :-1]; targets: [:, 1:]."""
+        windows = self.batch(self.step)
+        self.step += 1
+        return windows
+
+    def state_dict(self) -> dict:
+        """JSON-able position: the next step, and what it is only valid with."""
+        return {"step": self.step, "seed": self.seed, "block_size": self.block_size,
+                "global_batch": self.batch_size * self.world_size, "tokens": len(self.tokens)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state` (from `state_dict`; the world size may differ, not the rest)."""
+        mine = self.state_dict()
+        different = [k for k in mine if k != "step" and state.get(k) != mine[k]]
+        if different:
+            raise ValueError("the saved reader state is for another reader: " + ", ".join(
+                f"{k} {state.get(k)} != {mine[k]}" for k in different))
+        self.step = int(state["step"])
