@@ -1,12 +1,14 @@
 """gpt2_core.generate: parity with transformers (greedy, beam search, logits processors), KV cache,
-batching with left padding, streaming, context overflow, and clear errors."""
+batching with left padding, streaming, context overflow, and clear errors; and chapter 5's
+playground (gpt2_core.playground)."""
 
 import pytest
 import torch
 
-from gpt2_core.generate import (DecodeLinear, GenerationConfig, KVCache, MinP, NoRepeatNGram, RepetitionPenalty, Temperature,
-                                TopK, TopP, apply_processors, decode_layout, generate, left_pad,
-                                next_token_logits, positions, stream)
+import gpt2_core.generate as generate_module
+from gpt2_core.generate import (DecodeLinear, GenerationConfig, KVCache, LogitsProcessor, MinP, NoRepeatNGram,
+                                RepetitionPenalty, Temperature, TopK, TopP, apply_processors, decode_layout,
+                                generate, left_pad, next_token_logits, positions, stream)
 from gpt2_core.model import GPT, GPTConfig, from_pretrained
 
 transformers = pytest.importorskip("transformers")
@@ -337,3 +339,104 @@ def test_invalid_prompts():
         generate(model, [1], 2, topk=3)
     with pytest.raises(ValueError, match="temperature"):
         stream(model, [1], 2, do_sample=True, temperature=0)    # raised at the call, not at next()
+
+
+@pytest.mark.parametrize("option, value, processor", [
+    ("top_k", 0, "TopK"),
+    ("top_p", 1.5, "TopP"),
+    ("min_p", -0.1, "MinP"),
+    ("temperature", 0.0, "Temperature"),
+    ("repetition_penalty", 0.0, "RepetitionPenalty"),
+    ("no_repeat_ngram_size", -1, "NoRepeatNGram"),
+])
+def test_each_processor_setting_is_checked_once_by_its_processor(monkeypatch, option, value, processor):
+    """validate() leaves a processor's setting to the processor's own check: the error names
+    the option and the bad value, and once the processor accepts the value, validate() does too
+    (a second, duplicated check in validate() would still reject it)."""
+    config = GenerationConfig(do_sample=True, **{option: value})
+    with pytest.raises(ValueError, match=rf"^{option} .*got {value}"):
+        config.validate()
+    monkeypatch.setattr(generate_module, processor, lambda *args: LogitsProcessor())
+    assert config.validate() is config
+
+
+def test_sampling_filters_are_checked_whatever_the_strategy_but_applied_only_when_sampling():
+    with pytest.raises(ValueError, match="top_k"):
+        GenerationConfig(top_k=0).validate()                 # greedy, yet a bad top_k
+    GenerationConfig(temperature=0.0).validate()             # temperature is unused when greedy
+    greedy = GenerationConfig(top_k=3, top_p=0.5, min_p=0.1, temperature=0.5)
+    assert greedy.processors() == []
+    chain = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, min_p=0.0, top_k=3).processors()
+    assert [type(p).__name__ for p in chain] == ["TopK"]     # the settings that change nothing are left out
+
+
+# --- the playground (chapter 5) -----------------------------------------------------------------
+class ByteTokenizer:
+    """Enough of a tokenizer for the playground: one token per byte, and an end-of-text token."""
+
+    eot_token = 256
+
+    def encode(self, text):
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids):
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+
+@pytest.fixture(scope="module")
+def byte_model():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=257, block_size=32, n_layer=1, n_head=2, n_embd=16)).eval()
+    with torch.no_grad():   # peaked, prompt-dependent distributions
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    return model
+
+
+@pytest.fixture()
+def playground(byte_model):
+    playground_module = pytest.importorskip("gpt2_core.playground")
+    return playground_module.Playground(byte_model, ByteTokenizer(), prompt="To be", top_k=5, top_p=1.0,
+                                       max_new=4)
+
+
+def test_playground_chart_cuts_tokens_only_when_sampling(playground):
+    view = playground.view
+    assert view.sampling and view.n_kept == 5                # top-k = 5 of 257
+    assert "5 of 257 tokens pass the filters" in playground.chart_title()
+    for strategy in ("greedy", "beam search"):
+        playground.strategy.value = strategy                 # the chart redraws for the new strategy
+        assert not playground.view.sampling and bool(playground.view.kept.all()), strategy
+        assert torch.allclose(playground.view.after, playground.view.probs)
+        assert "no tokens cut" in playground.chart_title() and strategy in playground.chart_title()
+
+
+def test_playground_chart_follows_the_prompt(playground):
+    before, chart = playground.view.probs, playground.chart.value
+    playground.prompt.value = "Not to be"
+    assert not torch.allclose(playground.view.probs, before)
+    assert playground.chart.value != chart
+
+
+def test_playground_chart_greys_cut_tokens_and_has_readable_labels(playground):
+    from gpt2_core.playground import chart_figure
+
+    fig = chart_figure(playground.view, playground.tok, playground.chart_title())
+    ax = fig.axes[0]
+    grey = [bar.get_facecolor() for bar in ax.patches].count(matplotlib_color("lightgray"))
+    assert grey == 30 - 5                                    # 30 bars, 5 kept by top-k
+    labels = ax.get_xticklabels() + ax.get_yticklabels()
+    assert len(ax.get_xticklabels()) == 30 and min(t.get_fontsize() for t in labels) >= 9
+
+
+def matplotlib_color(name):
+    from matplotlib.colors import to_rgba
+
+    return to_rgba(name)
+
+
+def test_playground_settings_are_checked(byte_model):
+    from gpt2_core.playground import Playground
+
+    with pytest.raises(TypeError, match="unknown setting 'top_q'"):
+        Playground(byte_model, ByteTokenizer(), top_q=0.5)
