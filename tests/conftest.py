@@ -53,3 +53,14 @@ def isolated_data_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv(data.CACHE_ENV, str(cache))
     monkeypatch.setenv(data.OFFLINE_ENV, "1")
     return cache
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one thread avoids waiting on a busy second core."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -5,22 +5,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from gpt2_core import cli, corpora, launch, prepare, shards
 from gpt2_core.tokenizer import BPETokenizer, gpt2_tokenizer
 
 EOT = 50256
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hum".split()
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models: one thread avoids waiting on a busy second core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def documents(n: int = 40) -> list[str]:

@@ -15,15 +15,6 @@ from gpt2_core.train import TrainConfig, train
 VOCAB = 300
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models: one thread avoids waiting on a busy second core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A prepared folder: 300 short documents in shards of 97 tokens of a 300-token BPE."""
