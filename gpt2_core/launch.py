@@ -34,6 +34,7 @@ import torch.distributed as dist
 
 from gpt2_core import data
 from gpt2_core import prepare as prepare_module
+from gpt2_core.files import atomic_write_json
 from gpt2_core.model import GPT, GPTConfig, flops_per_token
 from gpt2_core.pretrained import BOOK_RECIPE
 from gpt2_core.runtime import seed_everything
@@ -109,7 +110,7 @@ def run_train(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - started
         Path(args.out).mkdir(parents=True, exist_ok=True)
         summary = {"steps": len(history), "seconds": seconds, "final": history[-1] if history else None}
-        (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1))
+        atomic_write_json(Path(args.out) / "summary.json", summary)
         print(json.dumps(summary))
     if distributed:
         dist.destroy_process_group()
