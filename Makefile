@@ -41,7 +41,7 @@ nbval-portable: $(STAMP)
 		trap 'rm -rf "$$cache"' EXIT && env $$switches GPT2_CORE_CACHE="$$cache" $(NBVAL)
 
 export-check: $(STAMP)
-	$(BIN)/python -m gpt2_core.nbexport --check
+	$(BIN)/python -m book_tools.nbexport --check
 
 book-strict: $(STAMP)
 	rm -rf _build/html
@@ -56,12 +56,12 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab chapters/
 
 notebooks: $(STAMP)
-	$(BIN)/python -m gpt2_core.nbexport
+	$(BIN)/python -m book_tools.nbexport
 	$(BIN)/python scripts/execute_notebooks.py chapters/*.ipynb
 	$(BIN)/python scripts/landing_page.py
 
 export: $(STAMP)
-	$(BIN)/python -m gpt2_core.nbexport
+	$(BIN)/python -m book_tools.nbexport
 
 # The landing page's chapter times and chapters -> modules diagram, from the committed notebooks.
 landing-page: $(STAMP)

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import matmul_peak, save_results
-from gpt2_core import data
 from gpt2_core.model import GPT, GPTConfig, flops_per_token
-from gpt2_core.pretrained import BOOK_RECIPE, prepare_corpus
+from gpt2_core.pretrained import BOOK_RECIPE, prepare_corpus, split_text
 from gpt2_core.runtime import configure_threads, seed_everything
-from gpt2_core.train import TrainConfig, evaluate, train
+from gpt2_core.train import TrainConfig, evaluate_loss, train
 
 
 def run(name: str, model_config: GPTConfig, cfg: TrainConfig, train_ids, val_ids, val_chars: int,
@@ -34,7 +33,7 @@ def run(name: str, model_config: GPTConfig, cfg: TrainConfig, train_ids, val_ids
     start = time.perf_counter()
     log = train(model, train_ids, val_ids, cfg)
     seconds = time.perf_counter() - start
-    total, _ = evaluate(model, val_ids, cfg.block_size)
+    total, _ = evaluate_loss(model, val_ids, cfg.block_size)
     tokens_per_s = cfg.max_steps * cfg.batch_size * cfg.block_size / seconds
     mfu = flops_per_token(model_config, cfg.block_size) * tokens_per_s / peak
     result = {"name": name, "steps": cfg.max_steps, "seconds": seconds, "tokens_per_s": tokens_per_s,
@@ -52,12 +51,11 @@ def main() -> None:
     peak = matmul_peak()
     print(f"threads {torch.get_num_threads()}, measured matmul peak {peak / 1e9:.0f} GFLOP/s")
 
-    text = data.fetch(BOOK_RECIPE.dataset).read_text(encoding="utf-8")
-    split = int(BOOK_RECIPE.train_fraction * len(text))
-    chars = sorted(set(text))
+    train_text, val_text = split_text(BOOK_RECIPE)
+    chars = sorted(set(train_text + val_text))
     index = {c: i for i, c in enumerate(chars)}
     encode = lambda s: np.array([index[c] for c in s], dtype=np.uint16)  # noqa: E731
-    char_train, char_val = encode(text[:split]), encode(text[split:])
+    char_train, char_val = encode(train_text), encode(val_text)
     ref_steps = 200 if args.quick else 2000
     ref_model = GPTConfig(vocab_size=len(chars), block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
     ref_cfg = TrainConfig(max_steps=ref_steps, batch_size=12, block_size=64, lr=1e-3, min_lr=1e-4,

@@ -26,14 +26,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from gpt2_core.errors import CheckpointError
 from gpt2_core.files import atomic_directory, sha256_of
 
 CHECKPOINT_DIR = re.compile(r"^ckpt-(\d{7,})$")
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or corrupt."""
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

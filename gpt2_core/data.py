@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from gpt2_core.errors import GPT2CoreError
 from gpt2_core.files import atomic_write, sha256_of
 
 CACHE_ENV = "GPT2_CORE_CACHE"
@@ -52,7 +53,7 @@ class DataSet:
         return urllib.parse.unquote(self.urls[0].rsplit("/", 1)[-1])
 
 
-class DataError(RuntimeError):
+class DataError(GPT2CoreError, RuntimeError):
     """A data set could not be provided as a verified local file."""
 
 

@@ -18,11 +18,8 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from gpt2_core.errors import CheckpointError
 from gpt2_core.files import atomic_write, atomic_write_json
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be loaded into, or written from, this GPT."""
 
 
 def config_dict(config: Any) -> dict:

@@ -14,11 +14,13 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from gpt2_core.errors import GPT2CoreError
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 APIS = ("ollama", "openai")
 
 
-class JudgeError(RuntimeError):
+class JudgeError(GPT2CoreError, RuntimeError):
     """The judge server could not be reached or answered something unexpected."""
 
 
@@ -61,9 +63,12 @@ class JudgeClient:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as response:
                 reply = json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:   # reached; the body says why (model not pulled...)
+            detail = e.read().decode("utf-8", errors="replace").strip()[:200]
+            raise JudgeError(f"judge at {endpoint} answered HTTP {e.code}: {detail}") from e
         except (urllib.error.URLError, OSError) as e:
             raise JudgeError(f"judge at {endpoint} is not reachable ({e})") from e
-        except json.JSONDecodeError as e:
+        except ValueError as e:               # not UTF-8 (UnicodeDecodeError) or not JSON
             raise JudgeError(f"judge at {endpoint} did not answer JSON ({e})") from e
         try:
             if self.api == "ollama":

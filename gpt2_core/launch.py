@@ -10,10 +10,13 @@
 shards and a manifest. The older form ``--dataset NAME`` names a registered data set; for one that
 is a single text (tinyshakespeare) it cuts the text into documents at blank lines unless
 ``--separator`` says otherwise, since the train/validation split is by document.
-``train`` memory-maps a prepared folder's shards (`gpt2_core.shards.Shards`; a folder with the
-older ``train.bin`` / ``val.bin`` still works) and runs `gpt2_core.train.train`: under
-torchrun every process joins the process group (NCCL on CUDA, gloo on CPU), seeds its own
-dropout generator, computes its slice of each global batch, and rank 0 logs and checkpoints.
+``train`` runs chapter 4's pretraining job (`gpt2_core.pretrained.pretrain`, the same as
+``gpt2-core pretrain``) on a recipe made of the prepared folder's shards (memory-mapped,
+`gpt2_core.shards.Shards`), the model named by ``--model`` and the book's `TrainConfig` with the
+flags given replaced. ``--out`` is a run directory (`gpt2_core.runs`): metrics, checkpoints (with
+the data position), the validation score, the model and its card. Under torchrun every process
+joins the process group (NCCL on CUDA, gloo on CPU), reads its own windows of each global batch,
+and rank 0 logs, checkpoints and writes the run.
 On CUDA, TF32 matmuls are enabled and attention uses PyTorch's flash kernel through
 ``scaled_dot_product_attention``.
 """
@@ -24,23 +27,19 @@ import argparse
 import json
 import os
 import sys
-import time
 from dataclasses import asdict, fields
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from gpt2_core import data
 from gpt2_core import prepare as prepare_module
-from gpt2_core.files import atomic_write_json
-from gpt2_core.model import GPT, GPTConfig, flops_per_token
-from gpt2_core.pretrained import BOOK_RECIPE
-from gpt2_core.runtime import seed_everything
-from gpt2_core.shards import MANIFEST, Shards
-from gpt2_core.tokenizer import BPETokenizer, gpt2_tokenizer
-from gpt2_core.train import TrainConfig, train
+from gpt2_core.errors import GPT2CoreError
+from gpt2_core.model import GPTConfig, flops_per_token
+from gpt2_core.pretrained import BOOK_RECIPE, PRETRAIN_KIND, Recipe, pretrain
+from gpt2_core.runs import Run
+from gpt2_core.shards import Shards
+from gpt2_core.train import TrainConfig, rank_and_world
 
 
 def prepare(args: argparse.Namespace) -> None:
@@ -53,34 +52,34 @@ def prepare(args: argparse.Namespace) -> None:
             args.separator = r"\n\n"
     try:
         prepare_module.run(args)
-    except (data.DataError, ValueError, OSError) as e:
+    except (GPT2CoreError, OSError) as e:
         raise SystemExit(f"prepare: error: {e}") from None
 
 
-def load_tokens(folder: Path) -> tuple[Shards | np.ndarray, Shards | np.ndarray, int]:
-    """Train and validation tokens of a prepared folder, and the vocabulary size."""
-    if (folder / MANIFEST).exists():
-        train_ids, val_ids = Shards(folder, "train"), Shards(folder, "val")
-        return train_ids, val_ids, train_ids.vocab_size
-    train_ids = np.memmap(folder / "train.bin", dtype=np.uint16, mode="r")    # the older layout
-    val_ids = np.memmap(folder / "val.bin", dtype=np.uint16, mode="r")
-    tokenizer_file = folder / "tokenizer.json"
-    vocab_size = (BPETokenizer.load(tokenizer_file).vocab_size if tokenizer_file.exists()
-                  else gpt2_tokenizer().vocab_size)
-    return train_ids, val_ids, vocab_size
-
-
-def _model_config(args: argparse.Namespace, vocab_size: int) -> GPTConfig:
+def recipe(args: argparse.Namespace) -> Recipe:
+    """The pretraining recipe of a `train` command line: the folder's shards, the model named by
+    --model, and the book's TrainConfig with the flags given replaced."""
+    vocab_size = Shards(args.data, "train").vocab_size
     if args.model == "book":
-        return GPTConfig(**{**asdict(BOOK_RECIPE.model), "vocab_size": vocab_size})
-    return GPTConfig.from_name(args.model, vocab_size=vocab_size, block_size=max(1024, args.block_size))
+        model = GPTConfig(**{**asdict(BOOK_RECIPE.model), "vocab_size": vocab_size})
+    else:
+        model = GPTConfig.from_name(args.model, vocab_size=vocab_size,
+                                    block_size=max(1024, args.block_size or 0))
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    try:
+        return Recipe(dataset=str(args.data), vocab_size=vocab_size, model=model,
+                      train=TrainConfig(**{**asdict(BOOK_RECIPE.train), **overrides}))
+    except ValueError as e:
+        raise SystemExit(f"train: error: {e}") from None
 
 
 def run_train(args: argparse.Namespace) -> None:
+    """`gpt2_core.pretrained.pretrain` on a folder of shards, in every process of torchrun."""
     distributed = "RANK" in os.environ
     if distributed:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist.get_rank() if distributed else 0
+    rank, world = rank_and_world()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
@@ -89,29 +88,25 @@ def run_train(args: argparse.Namespace) -> None:
         torch.backends.cudnn.allow_tf32 = True
     else:
         device = torch.device("cpu")
-    train_ids, val_ids, vocab_size = load_tokens(Path(args.data))
-    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-                 if getattr(args, f.name, None) is not None}
-    cfg = TrainConfig(**{**asdict(BOOK_RECIPE.train), **overrides})
-    seed_everything(cfg.seed + rank)                   # weights are broadcast from rank 0 by DDP
-    model = GPT(_model_config(args, vocab_size)).to(device)
+    job = recipe(args)
+    if rank == 0:
+        Run.create(args.out, PRETRAIN_KIND, job, resume=args.resume)
+    if distributed:
+        dist.barrier()                               # the run exists before the others open it
+    run = Run.open(args.out)
+    flops = flops_per_token(job.model, job.train.block_size)
 
     def log(record: dict) -> None:
         if record["step"] % args.log_interval == 0 or "val_loss" in record:
-            mfu = flops_per_token(model.config, cfg.block_size) * record["tokens_per_s"] * world / args.peak_flops
+            tokens_per_s = record["tokens_per_s"] * world
             val = f" val {record['val_loss']:.4f}" if "val_loss" in record else ""
             print(f"step {record['step']:6d} loss {record['loss']:.4f}{val} lr {record['lr']:.2e} "
-                  f"{record['tokens_per_s'] * world:,.0f} tok/s MFU {mfu:.1%}", flush=True)
+                  f"{tokens_per_s:,.0f} tok/s MFU {flops * tokens_per_s / args.peak_flops:.1%}",
+                  flush=True)
 
-    world = dist.get_world_size() if distributed else 1
-    started = time.perf_counter()
-    history = train(model, train_ids, val_ids, cfg, out_dir=args.out, resume=args.resume, on_log=log)
+    pretrain(job, run, device=device, on_log=log)
     if rank == 0:
-        seconds = time.perf_counter() - started
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        summary = {"steps": len(history), "seconds": seconds, "final": history[-1] if history else None}
-        atomic_write_json(Path(args.out) / "summary.json", summary)
-        print(json.dumps(summary))
+        print(json.dumps(run.evaluations["validation"]))
     if distributed:
         dist.destroy_process_group()
 

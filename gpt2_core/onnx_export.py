@@ -31,9 +31,11 @@ import regex
 import torch
 import torch.nn as nn
 
+from gpt2_core.errors import ExportError
 from gpt2_core.model import GPT
 from gpt2_core.tokenizer import ENDOFTEXT, GPT2_SPLIT_PATTERN, BPETokenizer, Tokenizer
 from gpt2_core.tokenizer_files import gpt2_bpe_files
+from gpt2_core.train import evaluating
 
 INPUT, OUTPUT = "input_ids", "logits"
 ONNX_FILE, WEB_TOKENIZER_FILE = "model.onnx", "tokenizer.web.json"
@@ -96,7 +98,7 @@ def export_onnx(model: GPT, path: str | Path, *,
         raise TypeError(f"export_onnx expects a gpt2_core.model.GPT, got {type(model).__name__}")
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     if size > MAX_BYTES:
-        raise ValueError(f"the weights take {size / 2**30:.1f} GiB; a self-contained ONNX file "
+        raise ExportError(f"the weights take {size / 2**30:.1f} GiB; a self-contained ONNX file "
                          "holds at most 2 GiB")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,16 +107,11 @@ def export_onnx(model: GPT, path: str | Path, *,
     example = torch.zeros((1, min(2, config.block_size)), dtype=torch.long, device=device)
     seq = torch.export.Dim("seq", min=1, max=config.block_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    was_training = model.training
-    wrapper = _LogitsOnly(model).eval()
-    try:
-        with _plain_linears(model), _quiet_exporter(), torch.no_grad():
-            program = torch.onnx.export(
-                wrapper, (example,), dynamo=True, verbose=False, external_data=False,
-                input_names=[INPUT], output_names=[OUTPUT],
-                dynamic_shapes={INPUT: {0: batch, 1: seq}})
-    finally:
-        model.train(was_training)
+    with evaluating(model), _plain_linears(model), _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            _LogitsOnly(model).eval(), (example,), dynamic_shapes={INPUT: {0: batch, 1: seq}},
+            dynamo=True, verbose=False, external_data=False, input_names=[INPUT],
+            output_names=[OUTPUT])
     proto = program.model_proto
     _strip_trace_metadata(proto.graph)
     props = {"gpt2_core.block_size": str(config.block_size),
@@ -154,11 +151,11 @@ class OnnxGPT:
         try:
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # a DecodeError from protobuf: not an ONNX file, or truncated
-            raise ValueError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from e
+            raise ExportError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from e
         props = {p.key: p.value for p in proto.metadata_props}
         missing = [k for k in ("gpt2_core.block_size", "gpt2_core.vocab_size") if k not in props]
         if missing:
-            raise ValueError(f"{path}: no {', '.join(missing)} metadata; write it with export_onnx")
+            raise ExportError(f"{path}: no {', '.join(missing)} metadata; write it with export_onnx")
         self.path = path
         self.metadata = props
         self.block_size = int(props["gpt2_core.block_size"])
@@ -409,7 +406,7 @@ def export_for_web(model: GPT, tokenizer: Tokenizer, directory: str | Path, *,
     """
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise ValueError(f"{directory} exists and is not empty; give a new directory")
+        raise ExportError(f"{directory} exists and is not empty; give a new directory")
     if isinstance(tokenizer, BPETokenizer):
         spec = tokenizer_json(tokenizer)
     elif tokenizer.vocab_size == 50257 and tokenizer.name == "gpt2":

@@ -8,8 +8,8 @@ A run directory holds
 * ``tokenizer.json`` the run's tokenizer, when it trains or fine-tunes with one in gpt2_core's BPE format;
 * ``checkpoints/``  training checkpoints (`gpt2_core.checkpoint`), the out_dir of `train()` (pretraining);
 * ``model/``        the exported model in the Hugging Face GPT-2 layout, with its model card;
-* ``classifier/``   instead of model/ in a classifier run: `gpt2_core.finetune.save_classifier`'s files;
-* ``README.md``     the model card.
+* ``classifier/``   instead of model/ in a classifier run: `gpt2_core.classifier.save_classifier`'s files;
+* ``README.md``     the model card (`gpt2_core.publish`).
 
 Nothing in a run is overwritten silently. Creating a run in a non-empty directory fails unless
 resuming, and resuming requires the stored configuration to equal the new one. Resuming rewinds
@@ -19,116 +19,26 @@ are trained (and logged) again. JSON files are written to a temporary file and r
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
-import shutil
-import types
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from gpt2_core import __version__, data
-from gpt2_core.files import atomic_directory, atomic_write, atomic_write_text
-from gpt2_core.checkpoint import (
-    CHECKPOINT_DIR,
-    latest_checkpoint,
-    load_checkpoint,
-    read_state,
-)
+from gpt2_core import __version__
+from gpt2_core.checkpoint import CHECKPOINT_DIR, latest_checkpoint
+from gpt2_core.configs import config_diff, config_to_dict
+from gpt2_core.errors import GPT2CoreError
+from gpt2_core.files import atomic_write, atomic_write_text
+from gpt2_core.hf_checkpoint import config_fields
 
 CONFIG_FILE, METRICS_FILE, EVAL_FILE, CARD_FILE = "config.json", "metrics.jsonl", "eval.json", "README.md"
 TOKENIZER_FILE = "tokenizer.json"
 CHECKPOINTS_DIR, MODEL_DIR, CLASSIFIER_DIR = "checkpoints", "model", "classifier"
 
 
-class RunError(RuntimeError):
+class RunError(GPT2CoreError, RuntimeError):
     """A run directory cannot be created, resumed, read or written as asked."""
-
-
-class ConfigError(ValueError):
-    """A configuration file names an unknown key, has a value of the wrong type, or is invalid."""
-
-
-# --- configurations <-> JSON -------------------------------------------------------------------
-def config_to_dict(config: Any) -> Any:
-    """A JSON-ready copy of `config`: dataclasses become dicts, tuples lists, paths strings."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
-    if isinstance(config, dict):
-        return {str(k): config_to_dict(v) for k, v in config.items()}
-    if isinstance(config, (list, tuple)):
-        return [config_to_dict(v) for v in config]
-    if isinstance(config, Path):
-        return str(config)
-    return config
-
-
-def _accepts(annotation: Any, value: Any) -> bool:
-    """Whether JSON `value` fits a field annotated `annotation` (bool is not an int here)."""
-    if annotation is Any:
-        return True
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return any(_accepts(a, value) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    origin = typing.get_origin(annotation) or annotation
-    if origin is tuple:
-        return isinstance(value, list)
-    return isinstance(value, origin)
-
-
-def config_from_dict(base: Any, values: dict, *, source: str, prefix: str = "") -> Any:
-    """A copy of dataclass `base` with the fields in `values` replaced (nested dataclasses: dicts).
-
-    Raises ConfigError naming `source` and the dotted key for unknown keys, wrong types, and
-    values that the dataclass itself rejects.
-    """
-    if not isinstance(values, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the config'} must be a JSON object, "
-                          f"got {type(values).__name__}")
-    hints = typing.get_type_hints(type(base))
-    known = [f.name for f in dataclasses.fields(base)]
-    updates = {}
-    for key, value in values.items():
-        name = prefix + key
-        if key not in known:
-            raise ConfigError(f"{source}: unknown key {name!r}; known keys here: {', '.join(known)}")
-        current = getattr(base, key)
-        if dataclasses.is_dataclass(current):
-            updates[key] = config_from_dict(current, value, source=source, prefix=name + ".")
-        elif not _accepts(hints[key], value):
-            raise ConfigError(f"{source}: key {name!r} must be {_type_name(hints[key])}, "
-                              f"got {type(value).__name__} {value!r}")
-        elif hints[key] is float:
-            updates[key] = float(value)
-        else:
-            updates[key] = tuple(value) if isinstance(value, list) else value
-    try:
-        return dataclasses.replace(base, **updates)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: invalid {prefix.rstrip('.') or 'config'}: {e}") from None
-
-
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation)
-
-
-def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the fields that differ between two JSON-ready configs, with both values."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [d for key in sorted(set(old) | set(new), key=str)
-                for d in config_diff(old.get(key), new.get(key), f"{prefix}{key}.")]
-    if old == new:
-        return []
-    return [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -199,7 +109,7 @@ class Run:
                 raise RunError(f"{directory} is not empty; resume the run there (--resume) "
                                "or choose a new directory")
             run = cls.open(directory)
-            run._check_same(kind, config)
+            run.check_config(kind, config)
             run._rewind()
             return run
         directory.mkdir(parents=True, exist_ok=True)
@@ -220,11 +130,12 @@ class Run:
             raise RunError(f"{directory / CONFIG_FILE}: not a run config (needs 'kind', 'config', 'created')")
         return cls(directory, record)
 
-    def _check_same(self, kind: str, config: Any) -> None:
+    def check_config(self, kind: str, config: Any) -> None:
+        """Raise RunError unless this run was created for `kind` with `config`."""
         differences = config_diff({"kind": self.kind, "config": self.config},
                                   {"kind": kind, "config": json.loads(_dump(config))})
         if differences:
-            raise RunError(f"cannot resume {self.directory}: its config differs from the new one in "
+            raise RunError(f"{self.directory} was made with another config: it differs from the new one in "
                            + "; ".join(differences))
 
     def _rewind(self) -> None:
@@ -248,6 +159,23 @@ class Run:
     def model_dir(self) -> Path:
         """Where the finished run's model is exported."""
         return self.directory / MODEL_DIR
+
+    def model_config(self) -> dict | None:
+        """The GPTConfig (as JSON) of the run's model: its recipe's, or the saved model's."""
+        if "model" in self.config:
+            return self.config["model"]
+        classifier = self.directory / CLASSIFIER_DIR / "classifier.json"
+        if classifier.is_file():
+            return read_json(classifier)["gpt"]
+        exported = self.model_dir / CONFIG_FILE
+        if exported.is_file():
+            return config_fields(read_json(exported), str(exported))
+        return None
+
+    def labels(self) -> list[str] | None:
+        """A classifier run's class labels; None for a language model."""
+        classifier = self.directory / CLASSIFIER_DIR / "classifier.json"
+        return read_json(classifier)["labels"] if classifier.is_file() else None
 
     def log(self, record: dict) -> None:
         """Append one step's record (it needs an integer 'step', larger than the last one) and flush."""
@@ -298,152 +226,3 @@ class Run:
         self.write_json(EVAL_FILE, {**evaluations, name: results}, overwrite=True)
 
 
-# --- model card --------------------------------------------------------------------------------
-def parameter_count(model_config: dict) -> int:
-    """Parameters of a GPT with this (JSON) GPTConfig, tied weights once; nothing is allocated."""
-    from gpt2_core.model import GPT, GPTConfig
-
-    with torch.device("meta"):
-        return GPT(GPTConfig(**model_config)).num_parameters()
-
-
-LIMITS = (
-    "For learning and experiments: it shows what a model of this size learns from this data. It is "
-    "small and trained on one narrow text, so it imitates that text's surface and knows nothing "
-    "reliable; do not use its output as fact or in any product. It inherits the biases and the age "
-    "of its training text, and it was not evaluated for harmful content."
-)
-CLASSIFIER_LIMITS = (
-    "For learning and experiments: it labels short English text messages as ham or spam, learned "
-    "from about a thousand SMS messages of the 2000s (the UCI SMS Spam Collection). It has seen no "
-    "other language, medium or decade, and was evaluated only on the held-out messages in eval.json; "
-    "do not use it to filter anyone's messages."
-)
-INSTRUCT_LIMITS = (
-    "For learning and experiments: it shows how instruction fine-tuning changes a model of this size. "
-    "It follows the prompt format it was tuned on, but a small model knows nothing reliable: do not "
-    "use its answers as fact or in any product. It inherits the biases of its base model's text and "
-    "of the instruction data, and it was not evaluated for harmful content."
-)
-KINDS = {  # kind -> (what the card calls the model, its limits); other kinds are language models
-    "finetune-classifier": ("text classifier", CLASSIFIER_LIMITS),
-    "finetune-instruct": ("instruction-following language model", INSTRUCT_LIMITS),
-}
-
-
-def _format(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _data_section(config: dict) -> list[str]:
-    name = config["dataset"]
-    dataset = data.REGISTRY.get(name)
-    if dataset is None:
-        lines = [f"- `{name}` (not in gpt2_core's data registry)"]
-    else:
-        lines = [f"- `{name}`: {dataset.description}",
-                 f"- file `{dataset.filename}`, sha256 `{dataset.sha256}`",
-                 f"- license: {dataset.license}"]
-    if "train_fraction" in config:
-        lines.append(f"- the first {config['train_fraction']:.0%} of the text trains the tokenizer "
-                     "and the model; the rest is the validation split")
-    return ["## Data", "", *lines, ""]
-
-
-def _model_section(m: dict, labels: list[str] | None) -> list[str]:
-    """Shape, size and files of a language model, or (`labels` given) of a classifier."""
-    shape = ", ".join(f"{k}={m[k]}" for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"))
-    tokenizer = "`tokenizer.json` is gpt2_core's byte-level BPE (`gpt2_core.tokenizer.BPETokenizer.load`)"
-    if labels is None:
-        return ["## Model", "", f"- {shape}",
-                f"- {parameter_count(m):,} parameters (the LM head is tied to the token embedding)",
-                f"- `model.safetensors` + `config.json` in the Hugging Face GPT-2 layout; {tokenizer}", ""]
-    head = m["n_embd"] * len(labels) + len(labels)
-    size = (f"{parameter_count(m) + head:,} parameters: the LM head is replaced by a {len(labels)}-way "
-            f"classification head ({', '.join(labels)}) read at each message's last token")
-    files = (f"`{CLASSIFIER_DIR}/` in the run: `model.safetensors` + `classifier.json` "
-             f"(`gpt2_core.finetune.load_classifier`); {tokenizer}")
-    return ["## Model", "", f"- {shape}", f"- {size}", f"- {files}", ""]
-
-
-def _training_section(metrics: list[dict], step: int | None) -> list[str]:
-    last = metrics[-1]
-    weights = f" (these weights: step {step})" if step is not None else ""
-    lines = ["## Training", "", f"- {last['step']} optimizer steps{weights}"]
-    if "elapsed_s" in last:
-        lines.append(f"- training time {last['elapsed_s']:.1f} s")
-    logged = ", ".join(f"{k} {_format(v)}" for k, v in last.items() if k != "step")
-    return [*lines, f"- last logged: {logged}", f"- every step's metrics: `{METRICS_FILE}` in the run", ""]
-
-
-def _evaluation_section(evaluations: dict[str, dict]) -> list[str]:
-    """A table of the numbers and strings in eval.json (lists and objects stay in the file)."""
-    keys = list(dict.fromkeys(k for results in evaluations.values() for k, v in results.items()
-                              if isinstance(v, (int, float, str))))
-    rows = [f"| {name} | " + " | ".join(_format(results.get(k, "")) for k in keys) + " |"
-            for name, results in evaluations.items()]
-    return ["## Evaluation", "", "| text | " + " | ".join(keys) + " |", "|---" * (1 + len(keys)) + "|",
-            *rows, ""]
-
-
-def model_card(run: Run, *, step: int | None = None) -> str:
-    """A Markdown model card from the run record: data, model, training, evaluation, use and limits.
-
-    `step`: the card describes the weights of that step (metrics after it are left out).
-    """
-    config = run.config
-    metrics = [r for r in run.metrics() if step is None or r["step"] <= step]
-    what, limits = KINDS.get(run.kind, ("language model", LIMITS))
-    base = f", fine-tuned from `{config['base']}`" if "base" in config else ""
-    intro = (f"A GPT-2-architecture {what} made by `gpt2_core` ({run.kind} run{base}, "
-             f"gpt2_core {__version__}, created {run.created}).")
-    lines = [f"# {run.directory.name}", "", intro, ""]
-    if "dataset" in config:
-        lines += _data_section(config)
-    if "model" in config:
-        lines += _model_section(config["model"], config.get("labels"))
-    if metrics:
-        lines += _training_section(metrics, step)
-    if run.evaluations:
-        lines += _evaluation_section(run.evaluations)
-    lines += ["## Configuration", "", "```json", json.dumps(config, indent=1), "```", "",
-              "## Intended use and limits", "", limits, ""]
-    return "\n".join(lines)
-
-
-# --- export ------------------------------------------------------------------------------------
-def _final_weights(run: Run) -> tuple[torch.nn.Module, int | None]:
-    """The model of the run's newest checkpoint and its step, or, for a run without checkpoints
-    (a fine-tuning run), the model in its model/ directory and None."""
-    from gpt2_core.model import GPT, GPTConfig, from_pretrained
-
-    checkpoint = latest_checkpoint(run.checkpoints)
-    if checkpoint is not None:
-        state = read_state(checkpoint)
-        model = GPT(GPTConfig(**state["config"]["model"]))
-        load_checkpoint(checkpoint, model=model, restore_rng=False)
-        return model, state["step"]
-    if (run.model_dir / "model.safetensors").is_file():
-        return from_pretrained(run.model_dir), None
-    raise RunError(f"{run.directory} holds no checkpoint and no {MODEL_DIR}/ to export")
-
-
-def export_model(run: Run, out: str | Path, *, model: torch.nn.Module | None = None) -> Path:
-    """Write `model`, else the run's newest checkpoint, else its model/, to `out` (absent or empty)
-    in the Hugging Face GPT-2 layout.
-
-    `out` gets config.json, model.safetensors, the run's tokenizer.json (when it has one) and the
-    model card README.md; it is assembled in a temporary directory and renamed into place.
-    """
-    from gpt2_core.model import save_pretrained
-
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RunError(f"{out} already exists and is not empty; refusing to overwrite it")
-    model, step = (model, None) if model is not None else _final_weights(run)
-    with atomic_directory(out) as tmp:
-        save_pretrained(model, tmp)
-        if (run.directory / TOKENIZER_FILE).is_file():
-            shutil.copyfile(run.directory / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
-        (tmp / CARD_FILE).write_text(model_card(run, step=step), encoding="utf-8")
-    return out

@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from gpt2_core import data
+from gpt2_core.errors import CheckpointError
 from gpt2_core.files import sha256_of
+from gpt2_core.tokenizer import BPETokenizer, Tokenizer, gpt2_tokenizer
 
 MANIFEST = "manifest.json"
 FORMAT = "gpt2_core token shards"
@@ -73,6 +75,12 @@ def check_shards(folder: str | Path, manifest: dict, *, hashes: bool = True) -> 
                 raise ManifestError(f"{path} has sha256 {actual}; {folder / MANIFEST} says "
                                     f"{record['sha256']}. The shard is corrupt or from another "
                                     "run; prepare the folder again")
+
+
+def folder_tokenizer(folder: str | Path) -> Tokenizer:
+    """The tokenizer a prepared folder was written with: its tokenizer.json, or GPT-2's."""
+    file = read_manifest(folder)["tokenizer"]["file"]
+    return BPETokenizer.load(Path(folder) / file) if file else gpt2_tokenizer()
 
 
 class Shards:
@@ -197,9 +205,12 @@ class WindowReader:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from `state` (from `state_dict`; the world size may differ, not the rest)."""
+        if not state:
+            raise CheckpointError("the checkpoint holds no reader position: it was written by a "
+                                  "run that did not read windows; resume it the same way")
         mine = self.state_dict()
         different = [k for k in mine if k != "step" and state.get(k) != mine[k]]
         if different:
-            raise ValueError("the saved reader state is for another reader: " + ", ".join(
+            raise CheckpointError("the saved reader state is for another reader: " + ", ".join(
                 f"{k} {state.get(k)} != {mine[k]}" for k in different))
         self.step = int(state["step"])

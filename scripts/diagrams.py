@@ -549,7 +549,7 @@ def training_loop() -> Figure:
     count = f.box(rx, top + 226, 310, 36, ["step += 1"], "tensor")
     f.down(zero, count)
     val = f.box(rx, top + 308, 310, 64, ["every eval_interval steps", "and at max_steps:",
-                                         "val_loss = evaluate(model, val_tokens, …)"])
+                                         "val_loss = evaluate_loss(model, val, …)"])
     f.down(count, val)
     save = f.box(rx, top + 394, 310, 64, ["every checkpoint_interval steps", "and at the end:",
                                           "save_checkpoint(out_dir, model, …)"])

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gpt2_core.nbexport import cell_source, is_generated, marked_cells
+from book_tools.nbexport import cell_source, is_generated, marked_cells
 
 CHAPTERS = ROOT / "chapters"
 PACKAGE = ROOT / "gpt2_core"

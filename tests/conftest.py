@@ -64,3 +64,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def transformers_module():
+    """The `transformers` package, for the tests that compare with it; they skip without it."""
+    return pytest.importorskip("transformers")

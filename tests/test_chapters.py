@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gpt2_core import nbexport
+from book_tools import nbexport
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted(p for p in (ROOT / "chapters").glob("*.ipynb") if re.fullmatch(r"\d\d_\w+", p.stem))

@@ -7,19 +7,39 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
 from gpt2_core import data
-from gpt2_core.cli import COMMANDS, main, sms_splits
-from gpt2_core.finetune import LoRALinear, classification_loader, load_classifier, predict
+from gpt2_core.classifier import (
+    CLASSIFIER_KIND,
+    ClassifierConfig,
+    FinetuneConfig,
+    LoRALinear,
+    classification_loader,
+    finetune_classifier,
+    load_classifier,
+    predict,
+    sms_splits,
+)
+from gpt2_core.cli import COMMANDS, main
 from gpt2_core.generate import generate
+from gpt2_core.instruct import (
+    INSTRUCT_KIND,
+    INSTRUCTION_TRAINING,
+    InstructConfig,
+    finetune_instruct,
+)
 from gpt2_core.model import from_pretrained
-from gpt2_core.nbexport import ROOT
-from gpt2_core.runs import Run
+from book_tools.nbexport import ROOT
+from gpt2_core.configs import config_from_dict
+from gpt2_core.pretrained import BOOK_RECIPE, book_model, recipe_key
+from gpt2_core.runs import Run, RunError
 from gpt2_core.tokenizer import BPETokenizer
+from gpt2_core.train import TrainConfig
 
 TINY = {"dataset": "the-verdict", "vocab_size": 300,
         "model": {"vocab_size": 300, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16},
@@ -73,7 +93,7 @@ def error_of(capsys, argv: list[str]) -> str:
 def test_pretrain_writes_the_whole_run_record(trained):
     names = sorted(p.name for p in trained.iterdir())
     assert names == ["README.md", "checkpoints", "config.json", "eval.json", "metrics.jsonl", "model",
-                     "tokenizer.json"]
+                     "record.json", "tokenizer.json"]
     run = Run.open(trained)
     assert run.kind == "pretrain" and run.config["dataset"] == "the-verdict" and run.config["vocab_size"] == 300
     assert run.config["train"]["max_steps"] == 20 and run.config["model"]["n_embd"] == 16
@@ -83,7 +103,7 @@ def test_pretrain_writes_the_whole_run_record(trained):
     elapsed = [r["elapsed_s"] for r in metrics]
     assert elapsed == sorted(elapsed) and elapsed[0] > 0
     validation = run.evaluations["validation"]
-    assert validation["perplexity"] == pytest.approx(2.718281828 ** validation["loss"])
+    assert sorted(validation) == ["bits_per_char", "loss", "tokens"]
     assert validation["loss"] < metrics[0]["loss"]                   # it learned something
     assert sorted(p.name for p in run.model_dir.iterdir()) == ["README.md", "config.json", "model.safetensors",
                                                                "tokenizer.json"]
@@ -146,7 +166,7 @@ def test_refuses_to_overwrite_or_resume_another_config(trained, tmp_path, capsys
     assert err == f"gpt2-core pretrain: error: {trained} is not empty; resume the run there (--resume) " \
                   "or choose a new directory"
     err = error_of(capsys, ["pretrain", "--config", str(config), "--out", str(trained), "--resume", "--max-steps", "30"])
-    assert err.endswith("its config differs from the new one in config.train.max_steps: 20 -> 30")
+    assert err.endswith("made with another config: it differs from the new one in config.train.max_steps: 20 -> 30")
     assert main(["pretrain", "--config", str(config), "--out", str(trained), "--resume"]) == 0
     assert "is finished" in capsys.readouterr().out
 
@@ -154,8 +174,9 @@ def test_refuses_to_overwrite_or_resume_another_config(trained, tmp_path, capsys
 @pytest.mark.parametrize("values, message", [
     ({"train": {"max_step": 5}}, "bad.json: unknown key 'train.max_step'"),
     ({"model": {"n_embd": "16"}}, "bad.json: key 'model.n_embd' must be int, got str '16'"),
-    ({"vocab_size": 400}, "bad.json: model.vocab_size=300 is smaller than the tokenizer's vocab_size=400"),
-    ({"dataset": "nope"}, "unknown data set 'nope'"),
+    ({"vocab_size": 400}, "bad.json: invalid config: model.vocab_size=300 is smaller than the tokenizer's "
+                          "vocab_size=400"),
+    ({"dataset": "nope"}, "dataset 'nope' is neither a registered data set (brown, "),
 ])
 def test_bad_config_files_are_named(tmp_path, capsys, values, message):
     config = write_config(tmp_path, {**TINY, **values, "model": {**TINY["model"], **values.get("model", {})},
@@ -217,7 +238,8 @@ def test_finetune_classifier_writes_a_run_with_test_metrics(long_context, tmp_pa
                                                      "metrics.jsonl"]
     run = Run.open(out)
     assert run.kind == "finetune-classifier" and run.config["base"] == str(long_context)
-    assert run.config["finetune"] | {"trainable": "all", "max_length": 64, "limit": 160} == run.config["finetune"]
+    assert (run.config["trainable"], run.config["max_length"], run.config["limit"]) == ("all", 64, 160)
+    assert run.config["finetune"]["epochs"] == 2
     assert [(r["step"], r["epoch"]) for r in run.metrics()] == [(10, 1), (20, 2)]     # 160 messages, 16 a batch
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "elapsed_s"} <= set(run.metrics()[0])
     test, full = run.evaluations["test"], run.evaluations["full test"]
@@ -236,25 +258,27 @@ def test_finetune_classifier_with_lora_saves_merged_weights(long_context, tmp_pa
     out = tmp_path / "lora"
     assert main(["finetune-classifier", str(long_context / "model"), "--out", str(out), "--epochs", "1",
                  "--limit", "32", "--lora-rank", "2", "--max-length", "300"]) == 0
-    finetune = Run.open(out).config["finetune"]
-    assert (finetune["trainable"], finetune["lora_rank"], finetune["max_length"]) == ("head", 2, 256)
+    config = Run.open(out).config
+    assert (config["trainable"], config["lora_rank"], config["max_length"]) == ("head", 2, 300)
     classifier, _ = load_classifier(out / "classifier")
+    assert classifier.max_length == 256                                      # cut to the context
     assert not any(isinstance(m, LoRALinear) for m in classifier.modules())
 
 
 def test_finetune_instruct_exports_a_model_that_loads_in_transformers(long_context, tmp_path, capsys):
     transformers = pytest.importorskip("transformers")
-    config = write_config(tmp_path, {"eval_interval": 2, "synthetic_train": 10, "synthetic_test": 5})
+    config = write_config(tmp_path, {"train": {"eval_interval": 2}, "synthetic_train": 10, "synthetic_test": 5})
     out = tmp_path / "instruct"
     assert main(["finetune-instruct", str(long_context), "--out", str(out), "--config", str(config),
                  "--max-steps", "4", "--batch-size", "4"]) == 0
     assert "response perplexity on the test split" in capsys.readouterr().out
     run = Run.open(out)
-    assert run.kind == "finetune-instruct" and run.config["finetune"]["mask_prompt"] is True
+    assert run.kind == "finetune-instruct" and run.config["mask_prompt"] is True
     assert [r["step"] for r in run.metrics()] == [1, 2, 3, 4]
     assert [r["step"] for r in run.metrics() if "val_loss" in r] == [2, 4]
-    test, rules = run.evaluations["instruction-data test"], run.evaluations["synthetic rules"]
-    assert test["examples"] == 110 and test["response_perplexity"] < test["base_response_perplexity"]
+    test, rules = run.evaluations["test split"], run.evaluations["rule-checked"]
+    assert test["examples"] == 110 and test["response_perplexity"] < test["response_perplexity_base"]
+    assert len(run.read_json("test_responses.json")) == 110
     assert rules["items"] == 20 and set(rules["by_task"]) == {"count", "commas", "more_than_three", "parity", "all"}
     assert sorted(p.name for p in (out / "model").iterdir()) == ["README.md", "config.json", "model.safetensors",
                                                                  "tokenizer.json"]
@@ -272,12 +296,15 @@ def test_finetune_instruct_exports_a_model_that_loads_in_transformers(long_conte
 
 
 @pytest.mark.parametrize("command, values, message", [
-    ("finetune-classifier", {"epoch": 2}, "bad.json: unknown key 'epoch'; known keys here: epochs, "),
-    ("finetune-classifier", {"lr": "big"}, "bad.json: key 'lr' must be float, got str 'big'"),
+    ("finetune-classifier", {"finetune": {"epoch": 2}},
+     "bad.json: unknown key 'finetune.epoch'; known keys here: epochs, "),
+    ("finetune-classifier", {"finetune": {"lr": "big"}}, "bad.json: key 'finetune.lr' must be float, got str 'big'"),
+    ("finetune-classifier", {"finetune": {"lr": 1e-4, "min_lr": 1e-3}},
+     "bad.json: invalid finetune: need 0 <= min_lr <= lr"),
     ("finetune-classifier", {"trainable": "last"}, "trainable must be one of head, last_block, all"),
     ("finetune-classifier", {"lora_rank": 4, "trainable": "all"}, "trainable must be 'head', got 'all'"),
     ("finetune-instruct", {"max_step": 3}, "bad.json: unknown key 'max_step'"),
-    ("finetune-instruct", {"lr": 1e-4, "min_lr": 1e-3}, "bad.json: invalid config: need 0 <= min_lr <= lr"),
+    ("finetune-instruct", {"train": {"lr": 1e-4, "min_lr": 1e-3}}, "bad.json: invalid train: need 0 <= min_lr <= lr"),
 ])
 def test_bad_finetune_configs_are_named(long_context, tmp_path, capsys, command, values, message):
     config = write_config(tmp_path, values, "bad.json")
@@ -294,5 +321,65 @@ def test_finetune_refuses_an_existing_run_directory(long_context, trained, comma
 
 def test_finetune_instruct_needs_room_for_the_prompts(trained, tmp_path, capsys):
     err = error_of(capsys, ["finetune-instruct", str(trained), "--out", str(tmp_path / "run")])
-    assert "the model's context (16 tokens) is too short for the synthetic prompts" in err
+    assert "train.block_size=256 is longer than the base model's context (16 tokens)" in err
     assert not (tmp_path / "run").exists()
+    err = error_of(capsys, ["finetune-instruct", str(trained), "--block-size", "16", "--out", str(tmp_path / "run")])
+    assert "the context (16 tokens) is too short for the rule-checked prompts" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_option_values_are_named(long_context, tmp_path, capsys):
+    err = error_of(capsys, ["finetune-classifier", str(long_context), "--trainable", "all", "--lora-rank", "2",
+                            "--out", str(tmp_path / "run")])
+    assert "invalid options: lora_rank=2 trains the LoRA matrices and the head" in err
+
+
+def run_shape(run: Run) -> dict:
+    """The files of a run and the keys of each of its records."""
+    return {"files": sorted(p.name for p in run.directory.iterdir()), "config": sorted(run.config),
+            "metrics": [sorted(r) for r in run.metrics()],
+            "eval": {name: sorted(results) for name, results in run.evaluations.items()}}
+
+
+def test_the_cli_and_the_chapter_write_the_same_classifier_run(long_context, tmp_path):
+    """Chapter 6 calls finetune_classifier(cfg, run); the CLI parses its options into the same
+    config and calls it too: the two run records have the same shape and the same numbers."""
+    assert main(["finetune-classifier", str(long_context), "--out", str(tmp_path / "cli"), "--epochs", "1",
+                 "--limit", "32", "--seed", "5"]) == 0
+    cfg = ClassifierConfig(base=str(long_context), finetune=FinetuneConfig(epochs=1, seed=5), limit=32)
+    finetune_classifier(cfg, Run.create(tmp_path / "chapter", CLASSIFIER_KIND, cfg))
+    cli, chapter = Run.open(tmp_path / "cli"), Run.open(tmp_path / "chapter")
+    assert run_shape(cli) == run_shape(chapter) and cli.config == chapter.config
+    assert cli.evaluations == chapter.evaluations
+
+
+def test_the_cli_and_the_chapter_write_the_same_instruct_run(long_context, tmp_path):
+    small = {"train": {"max_steps": 2, "batch_size": 2, "eval_interval": 1}, "synthetic_train": 2,
+             "synthetic_test": 1, "response_tokens": 2}
+    assert main(["finetune-instruct", str(long_context), "--out", str(tmp_path / "cli"), "--config",
+                 str(write_config(tmp_path, small))]) == 0
+    cfg = InstructConfig(base=str(long_context), train=TrainConfig(**{**asdict(INSTRUCTION_TRAINING),
+                                                                     **small["train"]}),
+                         synthetic_train=2, synthetic_test=1, response_tokens=2)
+    finetune_instruct(cfg, Run.create(tmp_path / "chapter", INSTRUCT_KIND, cfg))
+    cli, chapter = Run.open(tmp_path / "cli"), Run.open(tmp_path / "chapter")
+    assert run_shape(cli) == run_shape(chapter) and cli.config == chapter.config
+    assert cli.evaluations == chapter.evaluations
+
+
+def test_the_cli_and_the_chapter_write_the_same_pretrain_run(trained, tmp_path, monkeypatch):
+    """`gpt2-core pretrain` and chapter 4's book_model both run pretrain(recipe, run)."""
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
+    recipe = config_from_dict(BOOK_RECIPE, TINY, source="TINY")
+    book_model(recipe)
+    chapter, cli = Run.open(tmp_path / "cache" / "models" / f"book-{recipe_key(recipe)}"), Run.open(trained)
+    assert run_shape(chapter) == run_shape(cli) and chapter.config == cli.config
+    assert chapter.evaluations["validation"] == pytest.approx(cli.evaluations["validation"])
+    assert sorted(chapter.read_json("record.json")) == sorted(cli.read_json("record.json"))
+
+
+def test_a_job_refuses_a_run_made_for_another_config(long_context, tmp_path):
+    cfg = ClassifierConfig(base=str(long_context), limit=8)
+    run = Run.create(tmp_path / "run", CLASSIFIER_KIND, ClassifierConfig(base=str(long_context), limit=16))
+    with pytest.raises(RunError, match=r"limit: 16 -> 8"):
+        finetune_classifier(cfg, run)

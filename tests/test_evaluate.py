@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gpt2_core.evaluate import TextScore, score_text, token_nlls, window_plan
 from gpt2_core.model import GPT, GPTConfig, save_pretrained
 from gpt2_core.tokenizer import BPETokenizer
-from gpt2_core.train import evaluate
+from gpt2_core.train import evaluate_loss
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +61,9 @@ def test_stride_one_equals_brute_force(model):
                                atol=1e-5, rtol=1e-5)
 
 
-def test_fixed_windows_equal_train_evaluate(model):
+def test_fixed_windows_equal_train_evaluate_loss(model):
     ids = np.random.default_rng(2).integers(0, 300, 16 * 5 + 1).astype(np.uint16)   # whole windows only
-    total, count = evaluate(model, ids, block_size=16)
+    total, count = evaluate_loss(model, ids, block_size=16)
     nll = token_nlls(model, ids)
     assert len(nll) == count
     assert math.isclose(nll.double().sum().item(), total, rel_tol=1e-5)
@@ -94,17 +94,36 @@ def test_agrees_with_transformers(model, tmp_path):
     assert math.isclose(token_nlls(model, ids[0]).mean().item(), hf_loss, rel_tol=1e-5)
 
 
+def test_score_text_of_a_uniform_model_by_hand():
+    """All-zero weights: uniform over 512 tokens, exactly 9 bits for every predicted token."""
+    model = GPT(GPTConfig(vocab_size=512, block_size=8, n_layer=1, n_head=1, n_embd=8)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    tokenizer = BPETokenizer.train("abc", vocab_size=257)     # no merges: one token per byte
+    score = score_text(model, tokenizer, "naïve café", stride=3)
+    # 10 characters in 12 bytes (ï and é take two); the first token, "n", is not predicted
+    assert (score.tokens, score.characters, score.bytes) == (11, 9, 11)
+    assert score.nll == pytest.approx(11 * 9 * math.log(2), rel=1e-6)
+    assert score.loss == pytest.approx(9 * math.log(2), rel=1e-6)
+    assert score.perplexity == pytest.approx(512, rel=1e-5)
+    assert score.bits_per_char == pytest.approx(99 / 9, rel=1e-6)
+    assert score.bits_per_byte == pytest.approx(9.0, rel=1e-6)
+
+
 def test_score_text_counts_characters_and_bytes(model):
     text = "Ünïcödé and plain text, naïve café — " * 3
     tokenizer = BPETokenizer.train(text, vocab_size=300)
-    score = score_text(model, tokenizer, text, stride=8)
+    score = score_text(model, tokenizer, text, stride=1)
     ids = tokenizer.encode(text)
-    first = tokenizer.decode(ids[:1])
-    assert score.tokens == len(ids) - 1
-    assert score.characters == len(text) - len(first)
-    assert score.bytes == len(text.encode()) - len(first.encode())
+    predicted = tokenizer.decode_bytes(ids[1:])             # what the scored tokens spell
+    assert score.tokens == len(ids) - 1 > 16
+    assert score.characters == len(predicted.decode()) and score.bytes == len(predicted)
     assert score.bytes > score.characters
-    assert math.isclose(score.bits_per_char * score.characters, score.loss * score.tokens / math.log(2))
+    nll = brute_force(model, ids, 16).double().sum().item()
+    assert math.isclose(score.nll, nll, rel_tol=1e-5)
+    assert math.isclose(score.bits_per_char, nll / math.log(2) / len(predicted.decode()),
+                        rel_tol=1e-5)
 
 
 def test_text_score_rates():

@@ -11,8 +11,6 @@ from gpt2_core.generate import (DecodeLinear, GenerationConfig, KVCache, LogitsP
                                 generate, left_pad, next_token_logits, positions, stream)
 from gpt2_core.model import GPT, GPTConfig, from_pretrained
 
-transformers = pytest.importorskip("transformers")
-
 SHAPES = {  # name: (n_layer, n_head, n_embd, block_size, vocab_size)
     "tiny": (2, 2, 16, 48, 40),
     "wide": (3, 4, 32, 64, 97),
@@ -25,8 +23,9 @@ def random_prompts(vocab_size, lengths, seed=0):
 
 
 @pytest.fixture(scope="module", params=sorted(SHAPES))
-def pair(request, tmp_path_factory):
+def pair(request, tmp_path_factory, transformers_module):
     """The same random weights as a transformers GPT2LMHeadModel and a gpt2_core GPT."""
+    transformers = transformers_module
     n_layer, n_head, n_embd, block_size, vocab_size = SHAPES[request.param]
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=block_size,
@@ -41,8 +40,24 @@ def pair(request, tmp_path_factory):
     return hf, from_pretrained(directory)
 
 
+@pytest.fixture(scope="module", params=sorted(SHAPES))
+def model(request):
+    """A gpt2_core GPT with random weights of the same sizes, for tests that need no transformers."""
+    n_layer, n_head, n_embd, block_size, vocab_size = SHAPES[request.param]
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer,
+                         n_head=n_head, n_embd=n_embd)).eval()
+    with torch.no_grad():   # as in `pair`: peaked, varied distributions
+        for p in ours.parameters():
+            p.normal_(0.0, 0.3)
+    return ours
+
+
 def hf_generate(hf, prompts, pad, **kwargs):
-    """transformers' generate on left-padded prompts; returns (new tokens, scores or None)."""
+    """transformers' generate on left-padded prompts; returns (new tokens, scores or None).
+    Only tests that use `pair`, which skips without transformers, call it."""
+    import transformers
+
     ids, mask = left_pad(prompts, pad)
     gen_config = transformers.GenerationConfig(do_sample=False, pad_token_id=pad, bos_token_id=pad,
                                                return_dict_in_generate=True, output_scores=True, **kwargs)
@@ -107,7 +122,7 @@ def test_beam_without_cache_and_no_repeat(pair):
     assert torch.allclose(with_cache.scores, want_scores, atol=1e-4)
 
 
-def hf_processors():
+def hf_processors(transformers):
     g = transformers.generation.logits_process
     return [
         (Temperature(0.7), g.TemperatureLogitsWarper(0.7)),
@@ -125,11 +140,11 @@ def hf_processors():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_processors_match_transformers(seed):
+def test_processors_match_transformers(transformers_module, seed):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(64, 100, generator=g) * 3
     ids = torch.randint(0, 10, (64, 12), generator=g)       # small alphabet: repeated n-grams
-    for ours, theirs in hf_processors():
+    for ours, theirs in hf_processors(transformers_module):
         got, want = ours(logits.clone(), ids), theirs(ids, logits.clone())
         assert torch.equal(torch.isinf(got), torch.isinf(want)), type(ours).__name__
         assert torch.allclose(got.softmax(-1), want.softmax(-1), atol=1e-6), type(ours).__name__
@@ -151,8 +166,8 @@ def test_processors_respect_padding():
     assert changed[1].nonzero().flatten().tolist() == [3, 5]   # not the pad id 7
 
 
-def test_cache_and_no_cache_agree(pair):
-    _, ours = pair
+def test_cache_and_no_cache_agree(model):
+    ours = model
     V = ours.config.vocab_size
     prompts = random_prompts(V, [7, 2, 5], seed=3)
     for options in (dict(), dict(do_sample=True, seed=5, top_k=10, temperature=1.3),
@@ -162,8 +177,8 @@ def test_cache_and_no_cache_agree(pair):
         assert torch.equal(a.tokens, b.tokens), options
 
 
-def test_next_token_logits_equals_model_forward(pair):
-    _, ours = pair
+def test_next_token_logits_equals_model_forward(model):
+    ours = model
     ids, mask = left_pad(random_prompts(ours.config.vocab_size, [6, 3]), 0)
     with torch.no_grad():
         want = ours(ids, attention_mask=mask, position_ids=positions(mask))[:, -1]
@@ -171,8 +186,8 @@ def test_next_token_logits_equals_model_forward(pair):
     assert torch.allclose(got, want, atol=1e-6)
 
 
-def test_kv_cache_step_equals_full_forward(pair):
-    _, ours = pair
+def test_kv_cache_step_equals_full_forward(model):
+    ours = model
     c = ours.config
     ids = torch.tensor(random_prompts(c.vocab_size, [10]))
     cache = KVCache.for_model(ours, 1, 10)
@@ -188,8 +203,8 @@ def test_kv_cache_step_equals_full_forward(pair):
     assert torch.allclose(torch.cat([first] + rest, dim=1), full, atol=1e-5)
 
 
-def test_sampling_is_seeded_and_stream_matches(pair):
-    _, ours = pair
+def test_sampling_is_seeded_and_stream_matches(model):
+    ours = model
     prompt = random_prompts(ours.config.vocab_size, [4])[0]
     options = dict(do_sample=True, top_p=0.95, temperature=1.5)
     a = generate(ours, prompt, 20, seed=11, **options).sequences[0]
@@ -203,8 +218,8 @@ def test_sampling_is_seeded_and_stream_matches(pair):
     assert many.tokens.shape == (6, 6)
 
 
-def test_stop_tokens_end_rows_and_stream(pair):
-    _, ours = pair
+def test_stop_tokens_end_rows_and_stream(model):
+    ours = model
     prompt = random_prompts(ours.config.vocab_size, [5])[0]
     stop = frequent_token(ours, prompt)
     out = generate(ours, prompt, 12, stop_tokens=[stop])
@@ -212,8 +227,8 @@ def test_stop_tokens_end_rows_and_stream(pair):
     assert list(stream(ours, prompt, 12, stop_tokens=[stop])) == out.sequences[0]
 
 
-def test_overflow_error_and_sliding_window(pair):
-    _, ours = pair
+def test_overflow_error_and_sliding_window(model):
+    ours = model
     block = ours.config.block_size
     prompt = random_prompts(ours.config.vocab_size, [block - 5])[0]
     with pytest.raises(ValueError, match="overflow='slide'"):

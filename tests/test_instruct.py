@@ -1,14 +1,11 @@
 """gpt2_core.instruct: data validation, batching, metrics, fine-tuning, the judge client, HF export."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
 
 from gpt2_core import instruct
-from gpt2_core.judge import JudgeClient, JudgeError
 from gpt2_core.instruct import IGNORE_INDEX, Example, collate
 from gpt2_core.model import GPT, GPTConfig, save_pretrained
 from gpt2_core.tokenizer import BPETokenizer
@@ -191,76 +188,6 @@ def test_finetuned_model_loads_in_transformers(tmp_path):
     idx = torch.tensor([[1, 2, 3, 4, 5, 6]])
     with torch.no_grad():
         torch.testing.assert_close(hf(idx).logits, model(idx), rtol=1e-4, atol=1e-5)
-
-
-# ---------------------------------------------------------------- the judge client
-class FakeJudge(BaseHTTPRequestHandler):
-    """Answers like Ollama (/api/chat) or an OpenAI-compatible server (/v1/chat/completions)."""
-
-    requests: list = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeJudge.requests.append((self.path, self.headers["Content-Type"], body))
-        text = "Score: 85 out of 100"
-        if self.path == "/api/chat":
-            reply = {"model": body["model"], "message": {"role": "assistant", "content": text}, "done": True}
-        elif self.path == "/v1/chat/completions":
-            reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
-        else:
-            reply = {"error": "unknown path"}
-        payload = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def judge_server():
-    FakeJudge.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-@pytest.mark.parametrize("api, path", [("ollama", "/api/chat"), ("openai", "/v1/chat/completions")])
-def test_judge_request_and_reply_format(judge_server, api, path):
-    client = JudgeClient(url=judge_server, model="fake-judge", api=api)
-    entry = {"instruction": "Name a colour.", "input": "sky", "output": "Blue."}
-    assert instruct.judge_score(client, entry, "Red.") == 85
-    [(seen_path, content_type, body)] = FakeJudge.requests
-    assert seen_path == path and content_type == "application/json"
-    assert body["model"] == "fake-judge" and len(body["messages"]) == 1
-    message = body["messages"][0]
-    assert message["role"] == "user" and instruct.PROMPT_HEADER not in message["content"]
-    for part in ("Name a colour.", "sky", "Blue.", "Red."):
-        assert part in message["content"]
-    if api == "ollama":
-        assert body["stream"] is False and body["options"]["temperature"] == 0
-    else:
-        assert body["temperature"] == 0
-
-
-def test_judge_refuses_remote_hosts_and_reports_failures(judge_server):
-    with pytest.raises(ValueError, match="not local"):
-        JudgeClient(url="http://judge.example.com:8080")
-    with pytest.raises(ValueError, match="api must be one of"):
-        JudgeClient(api="anthropic")
-    bad_path = JudgeClient(url=judge_server + "/nowhere", api="openai")
-    with pytest.raises(JudgeError, match="unexpected openai reply"):
-        bad_path.chat("hello")
-    closed = JudgeClient(url="http://127.0.0.1:9", timeout=2)   # port 9 (discard): nothing listens
-    with pytest.raises(JudgeError, match="not reachable"):
-        closed.chat("hello")
 
 
 @pytest.mark.parametrize("reply, score", [("85", 85), ("Score: 7/100", 7), ("I give it 250, no: 90", 90),

@@ -7,7 +7,7 @@ non-exported cell would only fail when the module is used on its own; pyflakes' 
 import subprocess
 import sys
 
-from gpt2_core.nbexport import ROOT
+from book_tools.nbexport import ROOT
 
 
 def test_pyflakes_rules_pass():

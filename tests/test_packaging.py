@@ -4,7 +4,7 @@ import tomllib
 
 import yaml
 
-from gpt2_core.nbexport import ROOT
+from book_tools.nbexport import ROOT
 
 
 def test_environment_yml_agrees_with_pyproject():

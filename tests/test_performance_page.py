@@ -8,7 +8,7 @@ import importlib.util
 import json
 import re
 
-from gpt2_core.nbexport import ROOT
+from book_tools.nbexport import ROOT
 
 spec = importlib.util.spec_from_file_location("performance_page", ROOT / "scripts" / "performance_page.py")
 performance_page = importlib.util.module_from_spec(spec)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gpt2_core import cli, corpora, launch, prepare, shards
+from gpt2_core.runs import Run
 from gpt2_core.tokenizer import BPETokenizer, gpt2_tokenizer
 
 EOT = 50256
@@ -55,7 +56,23 @@ def test_shards_hold_each_document_once_then_end_of_text(tmp_path):
     assert manifest["documents"]["val"] > 0
     assert manifest["tokenizer"] == {"name": "gpt2", "vocab_size": 50257, "eot_token": EOT,
                                      "file": None, "sha256": None}
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
+    # The file itself, checked against the shards' bytes and the documents' token counts.
+    on_disk = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert on_disk["complete"] is True and on_disk["dtype"] == "uint16"
+    sizes = [len(gpt2_tokenizer().encode_ordinary(t)) + 1 for t in texts]   # text + end-of-text
+    for split in ("train", "val"):
+        ours = [i for i in range(len(texts)) if prepare.is_val(i, 0.1) == (split == "val")]
+        position, written = [0, 0], 0
+        for r in on_disk["shards"][split]:
+            content = (tmp_path / "out" / r["file"]).read_bytes()
+            assert r["sha256"] == hashlib.sha256(content).hexdigest()
+            assert 2 * r["tokens"] == len(content)                  # uint16
+            assert r["start"] == position
+            written += r["tokens"]
+            document, offset = position = r["end"]        # [document index, token offset in it]
+            assert sum(sizes[i] for i in ours if i < document) + offset == written
+        assert on_disk["tokens"][split] == written == sum(sizes[i] for i in ours)
+        assert on_disk["documents"][split] == len(ours)
 
 
 def test_the_split_is_by_a_hash_of_the_document_index():
@@ -209,5 +226,8 @@ def test_launch_prepares_with_its_old_flags_and_trains_from_the_shards(tmp_path,
     launch.main(["train", "--data", str(folder), "--out", str(run), "--max-steps", "2",
                  "--batch-size", "4", "--block-size", "16", "--warmup-steps", "1",
                  "--eval-interval", "2", "--eval-batches", "1", "--log-interval", "1"])
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 2 and np.isfinite(summary["final"]["val_loss"])
+    record = Run.open(run)
+    assert record.kind == "pretrain" and record.config["dataset"] == str(folder)
+    assert [r["step"] for r in record.metrics()] == [1, 2] and np.isfinite(record.metrics()[-1]["val_loss"])
+    assert np.isfinite(record.evaluations["validation"]["loss"])
+    assert (run / "model" / "model.safetensors").is_file() and (run / "tokenizer.json").is_file()

@@ -10,8 +10,6 @@ from safetensors.torch import load_file, save_file
 from gpt2_core import data, hub
 from gpt2_core.model import GPT, CheckpointError, GPTConfig, from_pretrained, save_pretrained
 
-transformers = pytest.importorskip("transformers")
-
 CONFIGS = [  # (n_layer, n_head, n_embd, block_size, vocab_size)
     (1, 1, 8, 8, 11),
     (2, 2, 16, 16, 50),
@@ -20,7 +18,7 @@ CONFIGS = [  # (n_layer, n_head, n_embd, block_size, vocab_size)
 ]
 
 
-def hf_model(n_layer, n_head, n_embd, block_size, vocab_size, seed=0):
+def hf_model(transformers, n_layer, n_head, n_embd, block_size, vocab_size, seed=0):
     torch.manual_seed(seed)
     cfg = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=block_size,
                                   vocab_size=vocab_size, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -45,8 +43,8 @@ def batch(vocab_size, block_size, seed=1):
 
 
 @pytest.mark.parametrize("shape", CONFIGS)
-def test_hf_to_ours(shape, tmp_path):
-    hf = hf_model(*shape)
+def test_hf_to_ours(transformers_module, shape, tmp_path):
+    hf = hf_model(transformers_module, *shape)
     hf.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
     ours = from_pretrained(tmp_path)
@@ -61,14 +59,14 @@ def test_hf_to_ours(shape, tmp_path):
 
 
 @pytest.mark.parametrize("shape", CONFIGS)
-def test_ours_to_hf(shape, tmp_path):
+def test_ours_to_hf(transformers_module, shape, tmp_path):
     n_layer, n_head, n_embd, block_size, vocab_size = shape
     torch.manual_seed(2)
     ours = randomize(GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer,
                                    n_head=n_head, n_embd=n_embd))).eval()
     save_pretrained(ours, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
-    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    hf = transformers_module.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     idx = batch(vocab_size, block_size, seed=3)
     with torch.no_grad():
         ref = hf(idx, labels=idx)
@@ -80,8 +78,8 @@ def test_ours_to_hf(shape, tmp_path):
     assert torch.equal(again(idx), logits)
 
 
-def test_left_padding_matches_hf(tmp_path):
-    hf = hf_model(2, 2, 16, 16, 50)
+def test_left_padding_matches_hf(transformers_module, tmp_path):
+    hf = hf_model(transformers_module, 2, 2, 16, 16, 50)
     hf.save_pretrained(tmp_path)
     ours = from_pretrained(tmp_path)
     idx = batch(50, 10)
@@ -97,8 +95,8 @@ def test_left_padding_matches_hf(tmp_path):
             assert (logits[real] - ref[real]).abs().max().item() < 1e-5
 
 
-def test_keys_without_prefix_with_mask_buffers_and_tied_head(tmp_path):
-    hf = hf_model(2, 2, 16, 16, 50)
+def test_keys_without_prefix_with_mask_buffers_and_tied_head(transformers_module, tmp_path):
+    hf = hf_model(transformers_module, 2, 2, 16, 16, 50)
     hf.save_pretrained(tmp_path)
     tensors = load_file(tmp_path / "model.safetensors")
     renamed = {k.removeprefix("transformer."): v for k, v in tensors.items()}

@@ -8,17 +8,10 @@ import pytest
 from gpt2_core import data
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.pretrained import BOOK_RECIPE, Recipe
-from gpt2_core.runs import (
-    ConfigError,
-    Run,
-    RunError,
-    columns,
-    config_diff,
-    config_from_dict,
-    is_run,
-    model_card,
-    parameter_count,
-)
+from gpt2_core.configs import config_diff, config_from_dict
+from gpt2_core.errors import ConfigError
+from gpt2_core.publish import model_card, parameter_count
+from gpt2_core.runs import Run, RunError, columns, is_run
 from gpt2_core.train import TrainConfig
 
 RECIPE = Recipe(dataset="the-verdict", vocab_size=300,
@@ -65,9 +58,9 @@ def test_log_appends_one_line_per_step_and_refuses_repeats(tmp_path):
 
 def test_resume_requires_the_same_config_and_names_the_differences(tmp_path):
     Run.create(tmp_path, "pretrain", RECIPE)
-    other = Recipe(**{**RECIPE.__dict__, "vocab_size": 400,
+    other = Recipe(**{**RECIPE.__dict__, "vocab_size": 280,
                       "train": TrainConfig(**{**RECIPE.train.__dict__, "max_steps": 40})})
-    with pytest.raises(RunError, match=r"config.train.max_steps: 20 -> 40; config.vocab_size: 300 -> 400"):
+    with pytest.raises(RunError, match=r"config.train.max_steps: 20 -> 40; config.vocab_size: 300 -> 280"):
         Run.create(tmp_path, "pretrain", other, resume=True)
     with pytest.raises(RunError, match="kind: 'pretrain' -> 'finetune'"):
         Run.create(tmp_path, "finetune", RECIPE, resume=True)
@@ -177,15 +170,18 @@ def test_model_card_reports_data_model_training_and_evaluation(tmp_path):
 
 
 def test_model_card_of_a_classifier_run(tmp_path):
-    config = {"base": "runs/tiny", "dataset": "sms-spam", "labels": ["ham", "spam"],
-              "model": dataclasses.asdict(RECIPE.model), "finetune": {"epochs": 1}}
+    config = {"base": "runs/tiny", "finetune": {"epochs": 1}}
     run = Run.create(tmp_path / "spam", "finetune-classifier", config)
     run.log({"step": 66, "epoch": 1, "train_loss": 0.5})
     run.add_evaluation("test", {"messages": 300, "accuracy": 0.9, "confusion": [[140, 10], [20, 130]]})
+    (run.directory / "classifier").mkdir()               # what save_classifier writes
+    (run.directory / "classifier" / "classifier.json").write_text(json.dumps(
+        {"gpt": dataclasses.asdict(RECIPE.model), "labels": ["ham", "spam"]}))
     card = model_card(run)
     head = RECIPE.model.n_embd * 2 + 2
+    assert run.model_config() == dataclasses.asdict(RECIPE.model) and run.labels() == ["ham", "spam"]
     for fact in ("A GPT-2-architecture text classifier", "fine-tuned from `runs/tiny`",
-                 data.REGISTRY["sms-spam"].sha256, f"{parameter_count(config['model']) + head:,} parameters",
+                 data.REGISTRY["sms-spam"].sha256, f"{parameter_count(run.model_config()) + head:,} parameters",
                  "2-way classification head (ham, spam)", "| text | messages | accuracy |", "| test | 300 | 0.9000 |",
                  "do not use it to filter anyone's messages"):
         assert fact in card, fact

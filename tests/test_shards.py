@@ -1,12 +1,14 @@
 """Reading shards: one array over many files, random rank-disjoint windows, exact resume."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from gpt2_core import corpora, prepare, shards
+from gpt2_core.errors import CheckpointError
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.runtime import seed_everything
 from gpt2_core.tokenizer import BPETokenizer
@@ -127,3 +129,44 @@ def test_train_takes_shards_in_place_of_an_array(folder, one_thread):
     assert logs[0] == [{**r, "tokens_per_s": logs[0][i]["tokens_per_s"]}
                        for i, r in enumerate(logs[1])]
     assert torch.isfinite(torch.tensor(logs[0][-1]["val_loss"]))
+
+
+def losses(log: list[dict]) -> list[float]:
+    return [r["loss"] for r in log]
+
+
+def test_training_from_windows_resumes_bit_exactly_and_saves_the_reader(folder, tmp_path, one_thread):
+    """train(windows=True) reads the WindowReader's batches; a run killed after 4 steps and resumed
+    from its checkpoint (the data position in it) ends with the losses and weights of a straight run."""
+    config = GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.1)
+    cfg = TrainConfig(max_steps=8, batch_size=4, grad_accum_steps=2, block_size=8, warmup_steps=1,
+                      eval_interval=0, checkpoint_interval=4, seed=5)
+    tokens, val = shards.Shards(folder), shards.Shards(folder, "val")
+    seed_everything(0)
+    straight_model = GPT(config)
+    straight = train(straight_model, tokens, val, cfg, windows=True)
+    seed_everything(0)
+    train(GPT(config), tokens, val, cfg, windows=True, out_dir=tmp_path, stop_at=4)
+    state = json.loads((tmp_path / "ckpt-0000004" / "state.json").read_text())
+    assert state["extra"]["data"] == {**shards.WindowReader(tokens, 8, 4, seed=5).state_dict(), "step": 4}
+    seed_everything(123)                            # another process: other RNG states
+    resumed_model = GPT(config)
+    resumed = train(resumed_model, tokens, val, cfg, windows=True, out_dir=tmp_path, resume=True)
+    assert losses(resumed) == losses(straight)
+    assert all(torch.equal(a, b) for a, b in zip(straight_model.parameters(), resumed_model.parameters()))
+    # the windows are the reader's, not the random offsets of an array
+    seed_everything(0)
+    assert losses(train(GPT(config), tokens, val, cfg)) != losses(straight)
+
+
+def test_resuming_windows_from_a_checkpoint_of_another_reader_is_refused(folder, tmp_path, one_thread):
+    config = GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=1, n_head=1, n_embd=8, dropout=0.0)
+    cfg = TrainConfig(max_steps=2, batch_size=4, block_size=8, warmup_steps=1, eval_interval=0)
+    tokens, val = shards.Shards(folder), shards.Shards(folder, "val")
+    train(GPT(config), tokens, val, cfg, out_dir=tmp_path / "plain")
+    with pytest.raises(CheckpointError, match="holds no reader position"):
+        train(GPT(config), tokens, val, cfg, windows=True, out_dir=tmp_path / "plain", resume=True)
+    train(GPT(config), tokens, val, cfg, windows=True, out_dir=tmp_path / "windows")
+    with pytest.raises(CheckpointError, match="seed 1337 != 7"):
+        train(GPT(config), tokens, val, replace(cfg, seed=7), windows=True, out_dir=tmp_path / "windows",
+              resume=True)

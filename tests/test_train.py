@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from gpt2_core.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.runtime import seed_everything
-from gpt2_core.train import (TrainConfig, batch_starts, configure_optimizer, evaluate, get_batch, lr_at,
+from gpt2_core.train import (TrainConfig, batch_starts, configure_optimizer, evaluate_loss, get_batch, lr_at,
                              train)
 
 TINY = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.1)
@@ -63,7 +63,7 @@ def test_batches_are_a_deterministic_function_of_the_step():
 def test_evaluate_scores_every_token_once():
     model = fresh_model().eval()
     tokens = TOKENS[:100]
-    total, count = evaluate(model, tokens, block_size=16, batch_size=3)
+    total, count = evaluate_loss(model, tokens, block_size=16, batch_size=3)
     assert count == len(tokens) - 1
     expected = 0.0
     with torch.no_grad():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt2_core.nbexport import ROOT
+from book_tools.nbexport import ROOT
 
 HTML = ROOT / "_build" / "html"
 

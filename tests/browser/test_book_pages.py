@@ -30,7 +30,7 @@ import pytest
 import websocket
 import yaml
 
-from gpt2_core.nbexport import ROOT
+from book_tools.nbexport import ROOT
 
 pytestmark = pytest.mark.browser
 

@@ -1,4 +1,4 @@
-"""gpt2_core.finetune: SMS data helpers, padding, the last-token classifier, LoRA, training, save/load."""
+"""gpt2_core.classifier: SMS data helpers, padding, the last-token classifier, LoRA, training, save/load."""
 
 import copy
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2_core.finetune import (SMS_LABELS, ClassificationDataset, Example, FinetuneConfig, GPTClassifier,
+from gpt2_core.classifier import (SMS_LABELS, ClassificationDataset, Message, FinetuneConfig, GPTClassifier,
                                 LoRALinear, apply_lora, balance_classes, classification_loader, classify,
                                 confusion_matrix, last_token_index, load_classifier, load_sms_spam,
                                 merge_lora, pad_batch, parse_labelled_tsv, precision_recall_f1, predict,
@@ -39,16 +39,16 @@ def tokenizer():
     return BPETokenizer.train(text, 280, name="tiny")
 
 
-def toy_examples(n: int = 40) -> list[Example]:
+def toy_examples(n: int = 40) -> list[Message]:
     spam = ["WIN a free prize! call 0800 now", "Txt STOP to claim your cash", "Free entry: win now"]
     ham = ["see you at lunch", "ok lol", "home soon, love", "are you coming?"]
-    return [Example(spam[i % 3], 1) if i % 3 == 0 else Example(ham[i % 4], 0) for i in range(n)]
+    return [Message(spam[i % 3], 1) if i % 3 == 0 else Message(ham[i % 4], 0) for i in range(n)]
 
 
 # ---- data -----------------------------------------------------------------------------------
 
 def test_parse_and_errors_name_the_line():
-    assert parse_labelled_tsv("ham\thi there\n\nspam\tWIN\n") == [Example("hi there", 0), Example("WIN", 1)]
+    assert parse_labelled_tsv("ham\thi there\n\nspam\tWIN\n") == [Message("hi there", 0), Message("WIN", 1)]
     with pytest.raises(ValueError, match=r"f.tsv, line 2: unknown label 'eggs'"):
         parse_labelled_tsv("ham\tok\neggs\tbad\n", source="f.tsv")
     with pytest.raises(ValueError, match=r"line 3: empty message text"):
@@ -73,7 +73,7 @@ def test_sms_spam_counts_balance_and_split(mirror):
 
 def test_balance_samples_like_pandas():
     """The reference samples with pandas' DataFrame.sample(n, random_state=seed) = RandomState.permutation."""
-    examples = [Example(f"h{i}", 0) for i in range(10)] + [Example(f"s{i}", 1) for i in range(3)]
+    examples = [Message(f"h{i}", 0) for i in range(10)] + [Message(f"s{i}", 1) for i in range(3)]
     balanced = balance_classes(examples, seed=7)
     expected = [f"h{i}" for i in np.random.RandomState(7).permutation(10)[:3]] + ["s0", "s1", "s2"]
     assert [e.text for e in balanced] == expected
@@ -85,7 +85,7 @@ def test_write_tsv_round_trip(tmp_path):
     assert load_sms_spam(path) == examples
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".part")]
     with pytest.raises(ValueError, match="line break"):
-        write_tsv([Example("two\nlines", 0)], tmp_path / "bad.tsv")
+        write_tsv([Message("two\nlines", 0)], tmp_path / "bad.tsv")
 
 
 # ---- padding and the last token ---------------------------------------------------------------
@@ -131,7 +131,7 @@ def test_classifier_reads_the_last_real_token():
 
 def test_dataset_rejects_text_without_tokens(tokenizer):
     with pytest.raises(ValueError, match="example 1 encodes to no tokens"):
-        ClassificationDataset([Example("ok", 0), Example("", 0)], tokenizer)
+        ClassificationDataset([Message("ok", 0), Message("", 0)], tokenizer)
 
 
 def test_set_trainable():
@@ -211,21 +211,44 @@ def test_training_learns_and_is_deterministic(tokenizer):
 
 
 def test_metrics():
-    counts = confusion_matrix(torch.tensor([0, 0, 1, 1, 1]), torch.tensor([0, 1, 1, 1, 0]))
-    assert counts.tolist() == [[1, 1], [1, 2]]
+    # true:      ham ham ham ham spam spam spam
+    # predicted: ham ham spam ham spam ham  ham  -> rows are true classes, columns predicted
+    counts = confusion_matrix(torch.tensor([0, 0, 0, 0, 1, 1, 1]), torch.tensor([0, 0, 1, 0, 1, 0, 0]))
+    assert counts.tolist() == [[3, 1], [2, 1]]
     m = precision_recall_f1(counts)
-    assert m["accuracy"] == pytest.approx(3 / 5)
-    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
-    assert m["f1"] == pytest.approx(2 / 3)
+    # spam: 1 true positive, 1 false positive (a ham called spam), 2 false negatives
+    assert m["accuracy"] == pytest.approx(4 / 7)
+    assert m["precision"] == pytest.approx(1 / 2) and m["recall"] == pytest.approx(1 / 3)
+    assert m["f1"] == pytest.approx(2 / 5)
+    ham = precision_recall_f1(counts, positive=0)
+    assert ham["precision"] == pytest.approx(3 / 5) and ham["recall"] == pytest.approx(3 / 4)
+
+
+def test_classifier_report_counts_spam_as_the_positive_class(tokenizer):
+    from gpt2_core.classifier import classifier_report
+
+    clf = tiny_classifier()
+    messages = [Message("free prize", 1), Message("ok lol", 0), Message("win cash", 1)]
+    loader = classification_loader(messages, tokenizer, max_length=8, batch_size=2)
+    labels, predictions, loss = predict(clf, loader)
+    report = classifier_report(clf, loader)
+    tp = int(((labels == 1) & (predictions == 1)).sum())
+    assert report["confusion"] == confusion_matrix(labels, predictions).tolist()
+    assert report["recall"] == pytest.approx(tp / 2) and report["loss"] == pytest.approx(loss)
+    assert report["messages"] == 3
 
 
 # ---- classify, save and load ----------------------------------------------------------------
 
 def test_classify_and_bad_inputs(tokenizer):
     clf = tiny_classifier()
-    single = classify(clf, tokenizer, "free prize")
-    assert single in SMS_LABELS
-    assert classify(clf, tokenizer, ["free prize", "ok lol"])[0] == single
+    texts = ["free prize", "ok lol", "win cash now"]
+    with torch.no_grad():       # the labels of the largest logits, message by message
+        expected = [SMS_LABELS[int(clf(*pad_batch([tokenizer.encode(t)], tokenizer.eot_token)).argmax())]
+                    for t in texts]
+    assert len(set(expected)) == 2, "the untrained head should not give one label to all"
+    assert classify(clf, tokenizer, texts[0]) == expected[0]
+    assert classify(clf, tokenizer, texts) == expected
     with pytest.raises(ValueError, match="text 0 is empty"):
         classify(clf, tokenizer, "   ")
     with pytest.raises(TypeError, match="text 1 is a int"):
