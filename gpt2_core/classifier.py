@@ -147,8 +147,9 @@ def write_tsv(
 
 # %% chapters/06_classification.ipynb, cell sms0splt
 def sms_splits(seed: int = 123, limit: int | None = None) -> dict[str, list[Message]]:
-    """The class-balanced 70/10/20 split of the SMS Spam Collection, and "full test": every
-    message in neither train nor val; `limit` keeps only the first training messages."""
+    """The class-balanced 70/10/20 split of the SMS Spam Collection, and "full test":
+    every message in neither train nor val; `limit` keeps the first training
+    messages."""
     messages = load_sms_spam()
     train, val, test = train_val_test_split(
         balance_classes(messages, seed=seed), 0.7, 0.1, seed=seed
@@ -332,11 +333,14 @@ class FinetuneConfig:
             raise ValueError(f"need epochs >= 1 and batch_size >= 1, got {self.epochs} "
                              f"and {self.batch_size}")
         if not 0 <= self.warmup_fraction <= 1:
-            raise ValueError(f"warmup_fraction must be in [0, 1], got {self.warmup_fraction}")
+            raise ValueError(
+                f"warmup_fraction must be in [0, 1], got {self.warmup_fraction}"
+            )
         self.schedule(1)          # TrainConfig checks the learning rates
 
     def schedule(self, steps_per_epoch: int) -> TrainConfig:
-        """The optimiser and learning-rate schedule for `steps_per_epoch` batches an epoch."""
+        """The optimiser and learning-rate schedule for `steps_per_epoch` batches an
+        epoch."""
         steps = self.epochs * steps_per_epoch
         return TrainConfig(
             max_steps=steps,
@@ -623,9 +627,9 @@ class ClassifierConfig:
     base: str                      # a model source: "book", a directory, "gpt2", ...
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     trainable: str = "all"         # "head", "last_block" or "all"
-    lora_rank: int = 0             # > 0: LoRA matrices (alpha = 2 * rank) and the head train
+    lora_rank: int = 0             # > 0: LoRA matrices (alpha = 2 rank), head train
     pretrained: bool = True        # False: the base's architecture, freshly initialised
-    max_length: int = 64           # tokens per message (its last ones), cut to the context
+    max_length: int = 64           # tokens per message (the last), at most the context
     limit: int | None = None       # train on the first `limit` training messages only
 
     def __post_init__(self):
@@ -636,25 +640,26 @@ class ClassifierConfig:
             raise ValueError(f"need lora_rank >= 0 and max_length >= 1, "
                              f"got {self.lora_rank} and {self.max_length}")
         if self.lora_rank and self.trainable != "head":
-            raise ValueError(f"lora_rank={self.lora_rank} trains the LoRA matrices and the "
-                             f"head; trainable must be 'head', got {self.trainable!r}")
+            raise ValueError(f"lora_rank={self.lora_rank} trains the LoRA matrices and "
+                             "the head; trainable must be 'head', got "
+                             f"{self.trainable!r}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
 
 
 @dataclass
 class ClassifierResults:
-    """What finetune_classifier returns: the classifier, its history and its evaluations."""
+    """What finetune_classifier returns: the classifier, its history and scores."""
 
     classifier: GPTClassifier
     tokenizer: Tokenizer
     history: list[dict]            # one record per epoch (train_classifier's)
     evaluations: dict[str, dict]   # "test" and "full test", as in the run's eval.json
-    seconds: float                 # training CPU time / threads: the time on an idle machine
+    seconds: float                 # training CPU time / threads: wall time if idle
 
 
 def classifier_report(classifier: GPTClassifier, loader: DataLoader) -> dict:
-    """Loss, accuracy, spam precision/recall/F1 and the confusion matrix over `loader`."""
+    """Loss, accuracy, spam precision/recall/F1 and confusion matrix over `loader`."""
     labels, predictions, loss = predict(classifier, loader)
     counts = confusion_matrix(labels, predictions, len(classifier.labels))
     spam = classifier.labels.index("spam")
@@ -671,8 +676,8 @@ def finetune_classifier(
 ) -> ClassifierResults:
     """Fine-tune `cfg.base` into the SMS spam classifier; record it all in `run`.
 
-    `run` must have been created as Run.create(directory, CLASSIFIER_KIND, cfg). `on_log`
-    sees each epoch's record as metrics.jsonl gets it.
+    `run` must have been created as Run.create(directory, CLASSIFIER_KIND, cfg).
+    `on_log` sees each epoch's record as metrics.jsonl gets it.
     """
     run.check_config(CLASSIFIER_KIND, cfg)
     seed = cfg.finetune.seed
@@ -691,7 +696,8 @@ def finetune_classifier(
     classifier = GPTClassifier(gpt, SMS_LABELS, max_length)
     set_trainable(classifier, cfg.trainable)
     if cfg.lora_rank:
-        apply_lora(classifier.gpt.transformer, rank=cfg.lora_rank, alpha=2 * cfg.lora_rank)
+        rank = cfg.lora_rank
+        apply_lora(classifier.gpt.transformer, rank=rank, alpha=2 * rank)
     classifier.to(next(gpt.parameters()).device)
     steps = len(loaders["train"])
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -703,8 +709,8 @@ def finetune_classifier(
         if on_log is not None:
             on_log(record)
 
-    history = train_classifier(classifier, loaders["train"], loaders["val"], cfg.finetune,
-                               on_epoch=log)
+    history = train_classifier(classifier, loaders["train"], loaders["val"],
+                               cfg.finetune, on_epoch=log)
     seconds = (time.process_time() - cpu_started) / torch.get_num_threads()
     for name in ("test", "full test"):
         run.add_evaluation(name, classifier_report(classifier, loaders[name]))

@@ -464,8 +464,8 @@ def next_token_logits(
     position_ids: Tensor,
     kv_cache: KVCache | None,
 ) -> Tensor:
-    """Logits (B, V) for the token after the last column of idx (B, T); a GPT applies its
-    LM head to that position only."""
+    """Logits (B, V) for the token after the last column of idx (B, T); a GPT applies
+    its LM head to that position only."""
     last = {"last_only": True} if isinstance(model, GPT) else {}
     return model(
         idx,

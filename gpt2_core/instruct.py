@@ -488,13 +488,14 @@ class InstructConfig:
     train: TrainConfig = field(default_factory=lambda: INSTRUCTION_TRAINING)
     mask_prompt: bool = True       # the loss counts only the response tokens
     split_seed: int = 123          # the 85/5/10 split of the instruction data
-    synthetic_train: int = 250     # items per rule-checked task added to the training data
+    synthetic_train: int = 250     # items per rule-checked task added to the training
     synthetic_test: int = 50       # held-out items per task, for the rule accuracy
     synthetic_seed: int = 7
     response_tokens: int = 48      # tokens per answer in test_responses.json
 
     def __post_init__(self):
-        if self.synthetic_train < 0 or self.synthetic_test < 1 or self.response_tokens < 1:
+        positive = min(self.synthetic_test, self.response_tokens)
+        if self.synthetic_train < 0 or positive < 1:
             raise ValueError(f"need synthetic_train >= 0, synthetic_test >= 1 and "
                              f"response_tokens >= 1, got {self.synthetic_train}, "
                              f"{self.synthetic_test} and {self.response_tokens}")
@@ -502,8 +503,8 @@ class InstructConfig:
 
 @dataclass
 class InstructData:
-    """The job's data, encoded: training (entries + synthetic), validation and test examples,
-    the test entries, and the held-out synthetic items."""
+    """The job's data, encoded: training (entries + synthetic), validation and test
+    examples, the test entries, and the held-out synthetic items."""
 
     train: list[Example]
     val: list[Example]
@@ -522,13 +523,13 @@ def instruct_data(cfg: InstructConfig, tokenizer: Tokenizer) -> InstructData:
     def encode(entries: list[dict]) -> list[Example]:
         return [encode_example(e, tokenizer) for e in entries]
 
-    return InstructData(encode(train + synthetic_train), encode(val), encode(test), test,
-                        synthetic_test)
+    return InstructData(encode(train + synthetic_train), encode(val), encode(test),
+                        test, synthetic_test)
 
 
 @dataclass
 class InstructResults:
-    """What finetune_instruct returns: the model, its log, its scores and its answers."""
+    """What finetune_instruct returns: the model, its log, scores and answers."""
 
     model: nn.Module
     log: list[dict]                # one record per step (finetune's)
@@ -559,10 +560,10 @@ def finetune_instruct(
     examples = instruct_data(cfg, tokenizer)
     longest = max(len(tokenizer.encode(format_prompt(item))) for item in examples.rules)
     if longest + RULE_TOKENS > cfg.train.block_size:
-        raise ConfigError(f"the context ({cfg.train.block_size} tokens) is too short for the "
-                          f"rule-checked prompts ({longest} tokens + {RULE_TOKENS} to "
-                          "answer); start from a model with a longer context (this "
-                          "chapter's has 256)")
+        raise ConfigError(f"the context ({cfg.train.block_size} tokens) is too short "
+                          f"for the rule-checked prompts ({longest} tokens + "
+                          f"{RULE_TOKENS} to answer); start from a model with a longer "
+                          "context (this chapter's has 256)")
     if isinstance(tokenizer, BPETokenizer):
         run.write_file(TOKENIZER_FILE, tokenizer.save)
     pad = tokenizer.eot_token
@@ -578,7 +579,8 @@ def finetune_instruct(
             on_log(record)
 
     log = finetune(model, examples.train, cfg.train, pad_id=pad,
-                   mask_prompt=cfg.mask_prompt, val_examples=examples.val, on_log=log_step)
+                   mask_prompt=cfg.mask_prompt, val_examples=examples.val,
+                   on_log=log_step)
     seconds = time.perf_counter() - started
     perplexity = response_perplexity(model, examples.test, pad_id=pad)
     accuracy, rule_responses = rule_eval(model, tokenizer, examples.rules)
@@ -595,7 +597,8 @@ def finetune_instruct(
     run.write_json("test_responses.json", test_results)
     export_model(run, run.model_dir, model=model)
     run.write_text(CARD_FILE, model_card(run))
-    return InstructResults(model, log, run.evaluations, rule_responses, test_results, seconds)
+    return InstructResults(model, log, run.evaluations, rule_responses, test_results,
+                           seconds)
 
 
 # %% chapters/07_instruction.ipynb, cell db33e266

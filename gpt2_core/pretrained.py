@@ -55,16 +55,19 @@ class Recipe:
 
     def __post_init__(self):
         if self.dataset not in data.REGISTRY and not shard_folder(self.dataset):
-            raise ValueError(f"dataset {self.dataset!r} is neither a registered data set "
-                             f"({', '.join(sorted(data.REGISTRY))}) nor a folder of shards")
+            registered = ", ".join(sorted(data.REGISTRY))
+            raise ValueError(f"dataset {self.dataset!r} is neither a registered data "
+                             f"set ({registered}) nor a folder of shards")
         if not 0 < self.train_fraction < 1:
-            raise ValueError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
+            raise ValueError(
+                f"train_fraction must be in (0, 1), got {self.train_fraction}"
+            )
         if self.model.vocab_size < self.vocab_size:
-            raise ValueError(f"model.vocab_size={self.model.vocab_size} is smaller than the "
-                             f"tokenizer's vocab_size={self.vocab_size}")
+            raise ValueError(f"model.vocab_size={self.model.vocab_size} is smaller "
+                             f"than the tokenizer's vocab_size={self.vocab_size}")
         if self.model.block_size < self.train.block_size:
-            raise ValueError(f"model.block_size={self.model.block_size} is shorter than "
-                             f"train.block_size={self.train.block_size}")
+            raise ValueError(f"model.block_size={self.model.block_size} is shorter "
+                             f"than train.block_size={self.train.block_size}")
 
 
 BOOK_RECIPE = Recipe(
@@ -120,8 +123,9 @@ def prepare_corpus(recipe: Recipe) -> Corpus:
     if shard_folder(recipe.dataset):
         train_ids = Shards(recipe.dataset, "train")
         if train_ids.vocab_size > recipe.model.vocab_size:
-            raise ValueError(f"{recipe.dataset}: token ids up to {train_ids.vocab_size - 1} do "
-                             f"not fit model.vocab_size={recipe.model.vocab_size}")
+            raise ValueError(f"{recipe.dataset}: token ids up to "
+                             f"{train_ids.vocab_size - 1} do not fit "
+                             f"model.vocab_size={recipe.model.vocab_size}")
         return Corpus(folder_tokenizer(recipe.dataset), train_ids,
                       Shards(recipe.dataset, "val"), None, 0)
     train_text, val_text = split_text(recipe)
@@ -147,8 +151,10 @@ def recipe_key(recipe: Recipe) -> str:
     """Content hash of a recipe, its data, the code that trains it and the cache
     layout."""
     digest = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
-    digest.update((sha256_of(Path(recipe.dataset) / MANIFEST) if shard_folder(recipe.dataset)
-                   else data.REGISTRY[recipe.dataset].sha256).encode())
+    if shard_folder(recipe.dataset):
+        digest.update(sha256_of(Path(recipe.dataset) / MANIFEST).encode())
+    else:
+        digest.update(data.REGISTRY[recipe.dataset].sha256.encode())
     digest.update(CACHE_LAYOUT.encode())
     this_module = importlib.import_module("gpt2_core.pretrained")   # this very code
     for module in (attention_module, model_module, tokenizer_module, train_module,
@@ -164,8 +170,8 @@ def pretrain(
     device: torch.device | str | None = None,
     on_log: Callable[[dict], None] | None = None,
 ) -> PretrainedModel:
-    """Train `recipe` from scratch, or on from the run's newest checkpoint; record it all
-    in `run`: metrics, checkpoints, the validation score, the model and its card.
+    """Train `recipe` from scratch, or on from the run's newest checkpoint; record it
+    all in `run`: metrics, checkpoints, the validation score, the model and its card.
 
     `run` must have been created as Run.create(directory, PRETRAIN_KIND, recipe), with
     resume=True to continue it. `on_log` sees every step's record. Under torchrun every

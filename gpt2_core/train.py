@@ -162,8 +162,8 @@ def evaluate_loss(
         for i in range(0, len(starts), batch_size):
             x, y = get_batch(tokens, starts[i:i + batch_size], block_size)
             logits = model(x.to(device))
-            total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten().to(device),
-                                     reduction="sum").item()
+            total += F.cross_entropy(logits.flatten(0, 1).float(),
+                                     y.flatten().to(device), reduction="sum").item()
             count += y.numel()
         tail = n_full * block_size
         # the last, shorter window
@@ -200,8 +200,9 @@ def train(
     """Train `model` in place for cfg.max_steps steps (or until `stop_at`); return the
     step log.
 
-    `windows=True` reads each rank's own non-overlapping windows (gpt2_core.shards) instead
-    of random offsets shared by all ranks; the reader's position goes into the checkpoint.
+    `windows=True` reads each rank's own non-overlapping windows (gpt2_core.shards)
+    instead of random offsets shared by all ranks; the reader's position goes into the
+    checkpoint.
     """
     rank, world = rank_and_world()
     if cfg.batch_size % (world * cfg.grad_accum_steps):
@@ -210,8 +211,10 @@ def train(
     micro = cfg.batch_size // (world * cfg.grad_accum_steps)
     device = next(model.parameters()).device
     optimizer = configure_optimizer(model, cfg)
-    reader = (WindowReader(train_tokens, cfg.block_size, cfg.batch_size // world,
-                           seed=cfg.seed, rank=rank, world_size=world) if windows else None)
+    reader = None
+    if windows:
+        reader = WindowReader(train_tokens, cfg.block_size, cfg.batch_size // world,
+                              seed=cfg.seed, rank=rank, world_size=world)
     step, log = 0, []
     if (
         resume
