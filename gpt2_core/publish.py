@@ -120,7 +120,11 @@ def model_card(run: Run, *, step: int | None = None, model: dict | None = None) 
     config = run.config
     metrics = [r for r in run.metrics() if step is None or r["step"] <= step]
     what, limits, dataset = KINDS.get(run.kind, ("language model", LIMITS, config.get("dataset")))
-    base = f", fine-tuned from `{config['base']}`" if "base" in config else ""
+    # an absolute path is named by its last part: where it lies is the machine's business
+    source = config.get("base")
+    if source is not None and Path(source).is_absolute():
+        source = Path(source).name
+    base = f", fine-tuned from `{source}`" if source is not None else ""
     intro = (f"A GPT-2-architecture {what} made by `gpt2_core` ({run.kind} run{base}, "
              f"gpt2_core {__version__}, created {run.created}).")
     lines = [f"# {run.directory.name}", "", intro, ""]

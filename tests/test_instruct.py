@@ -1,4 +1,4 @@
-"""gpt2_core.instruct: data validation, batching, metrics, fine-tuning, the judge client, HF export."""
+"""gpt2_core.instruct: data validation, batching, metrics, fine-tuning, the judge prompt, HF export."""
 
 import json
 
