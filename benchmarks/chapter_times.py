@@ -4,8 +4,9 @@
 
 Each notebook runs in a fresh kernel (nbclient), in reading order, and its outputs are thrown
 away: the committed notebooks keep theirs. The model cache starts empty (a temporary
-$GPT2_CORE_CACHE, unless --cache names one), so chapter 4 trains the book's model and chapter 7
-its 256-token variant, as on a reader's first run. A failing cell does not stop its chapter.
+$GPT2_CORE_CACHE, unless --cache names one), so the first chapter that needs a model trains it
+(chapter 2 the book's model, chapter 7 its 256-token variant), as on a reader's first run.
+A failing cell does not stop its chapter.
 The result is written after every chapter: the device, the seconds per chapter, and the errors
 of any cell that failed (the exit status is then 1). `scripts/landing_page.py` shows the GPU
 file next to the CPU times.

@@ -19,6 +19,9 @@ use only) repeated, one JSON line each, to the size asked for, in a temporary fo
 3. Reading: tokens/s that `gpt2_core.shards` delivers from the prepared shards, through
    `WindowReader` and through train()'s own batches (`get_batch` on `Shards`), against the tokens/s
    the training loop consumes with the book's model (GPT-2's vocabulary) on this CPU.
+4. Cutting: seconds `gpt2_core.corpora.text_pieces` takes on 8, 16 and 32 Mi characters of CJK
+   text with no place to cut (read in chunks of 256 Ki characters, about a 1 MiB read), and its
+   longest piece: linear time, memory bounded by 4 * piece_chars and a chunk.
 
 A full run saves the figures to benchmarks/results/prepare.json (quick runs are not saved).
 """
@@ -38,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_core.corpora import BROWN_LICENSE, brown_documents, open_source
+from gpt2_core.corpora import BROWN_LICENSE, brown_documents, open_source, text_pieces
 from gpt2_core.prepare import BATCH_CHARS, prepare
 from gpt2_core.shards import Shards, WindowReader
 from gpt2_core.tokenizer import gpt2_encoding
@@ -151,6 +154,16 @@ def training_rate(folder: Path, steps: int) -> float:
     return float(np.median([r["tokens_per_s"] for r in log[1:]]))
 
 
+def cutting_seconds(mebichars: int) -> tuple[float, int]:
+    """Seconds `text_pieces` takes on `mebichars` Mi characters with no safe cut; longest piece."""
+    chunk = 1 << 18
+    chunks = ("\u4e2d" * chunk for _ in range((mebichars << 20) // chunk))
+    started, longest = time.perf_counter(), 0
+    for piece, _ in text_pieces(chunks):
+        longest = max(longest, len(piece))
+    return time.perf_counter() - started, longest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 MB corpora, one repeat")
@@ -205,6 +218,11 @@ def main() -> None:
               f"{train_tps:,.0f} tokens/s (book model, {torch.get_num_threads()} threads)")
         print(f"reading, block 1024 x 16: WindowReader {window_gpt2:,.0f} tokens/s, get_batch "
               f"{batch_gpt2:,.0f} tokens/s")
+    sizes = (1, 2, 4) if args.quick else (8, 16, 32)
+    cutting = {size: cutting_seconds(size) for size in sizes}
+    print("cutting CJK text with no cut point: " + ", ".join(
+        f"{size} Mi characters {seconds:.2f} s" for size, (seconds, _) in cutting.items())
+        + f"; longest piece {max(longest for _, longest in cutting.values()):,} characters")
     save_results("prepare", [
         {"metric": f"prepare bytes/s ({args.num_proc} processes, JSON lines to shards) / plain "
                    "tiktoken encode_ordinary_batch loop over the same file",
@@ -228,6 +246,12 @@ def main() -> None:
          "reference": f"training {train_tps:,.0f} tokens/s; WindowReader {window_tps:,.0f} "
                       f"tokens/s; at block 1024 x 16: {batch_gpt2:,.0f} and {window_gpt2:,.0f}",
          "goal": ">= 10"},
+        {"metric": f"text_pieces seconds on {sizes[-1]} Mi characters / on {sizes[0]} Mi (CJK "
+                   "text with no cut point)",
+         "value": round(cutting[sizes[-1]][0] / cutting[sizes[0]][0], 2),
+         "reference": ", ".join(f"{size} Mi: {seconds:.2f} s" for size, (seconds, _)
+                                in cutting.items()),
+         "goal": f"<= {1.1 * sizes[-1] / sizes[0]:g} (linear)"},
     ], args.quick)
 
 

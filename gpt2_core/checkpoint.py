@@ -8,9 +8,11 @@ A checkpoint is a directory ``ckpt-0001000/`` holding
 * ``state.json``            step, configs, optimizer hyper-parameters, Python/NumPy RNG states,
                             caller extras, and the sha256 of each tensor file.
 
-It is written into a hidden temporary directory and renamed into place only when complete, so a
-crash mid-write leaves no checkpoint that a resume could pick up. Loading re-hashes every file
-and refuses one that differs (truncated, corrupt, or from another checkpoint).
+It is written into a hidden temporary directory, flushed to disk and renamed into place only
+when complete, so a crash mid-write leaves no checkpoint that a resume could pick up. Loading
+re-hashes every file and refuses one that differs (truncated, corrupt, or from another
+checkpoint); `latest_checkpoint` skips such a checkpoint for the newest intact one and says so
+on stderr.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from gpt2_core.errors import CheckpointError
-from gpt2_core.files import atomic_directory, sha256_of
+from gpt2_core.files import atomic_directory, sha256_of, strict_json
 
 CHECKPOINT_DIR = re.compile(r"^ckpt-(\d{7,})$")
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
@@ -75,7 +78,7 @@ def save_checkpoint(directory: str | Path, *, model: torch.nn.Module, optimizer:
         state = {"step": step, "config": config, "extra": extra or {}, "optimizer": optim_json,
                  "rng": _python_rng_state(),
                  "sha256": {name: sha256_of(tmp / name) for name in TENSOR_FILES}}
-        (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+        (tmp / "state.json").write_text(strict_json(state, indent=1), encoding="utf-8")
     return target
 
 
@@ -88,10 +91,27 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(CHECKPOINT_DIR.match(p.name).group(1)))
 
 
-def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The newest complete checkpoint under `directory`, or None."""
-    found = list_checkpoints(directory)
-    return found[-1] if found else None
+def latest_checkpoint(directory: str | Path, *, set_aside: bool = False) -> Path | None:
+    """The newest intact checkpoint under `directory` (`read_state` accepts it), or None.
+
+    A newer, broken checkpoint (a power loss, a corrupt file) is skipped with a line on stderr
+    naming it and why; with `set_aside=True` it is also renamed to ``broken-ckpt-...``, so that
+    training can write that step again.
+    """
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            read_state(path)
+            return path
+        except CheckpointError as e:
+            moved = ""
+            if set_aside:
+                earlier = len(list(path.parent.glob(f"broken-{path.name}*")))
+                aside = path.with_name(f"broken-{path.name}" + (f"-{earlier}" if earlier else ""))
+                path.rename(aside)
+                moved = f"; moved to {aside.name}"
+            print(f"skipping checkpoint {path}: {' '.join(str(e).split())}{moved}",
+                  file=sys.stderr)
+    return None
 
 
 def read_state(path: str | Path) -> dict[str, Any]:
@@ -104,11 +124,14 @@ def read_state(path: str | Path) -> dict[str, Any]:
         state = json.loads(state_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{state_file}: invalid JSON at line {e.lineno} ({e.msg})") from e
+    hashes = state.get("sha256") if isinstance(state, dict) else None
+    if not isinstance(hashes, dict) or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{state_file}: not a checkpoint state (needs 'step' and 'sha256')")
     for name in TENSOR_FILES:
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"{path}: {name} is missing")
-        if sha256_of(file) != state["sha256"][name]:
+        if sha256_of(file) != hashes.get(name):
             raise CheckpointError(f"{file} is corrupt or truncated: its sha256 differs from state.json")
     return state
 

@@ -4,6 +4,9 @@
     gpt2-core pretrain --config tiny.json --max-steps 500 --checkpoint-interval 100 --out runs/tiny
     gpt2-core pretrain --config tiny.json --max-steps 500 --checkpoint-interval 100 --out runs/tiny --resume
     gpt2-core generate runs/tiny --prompt "ROMEO:" --max-new-tokens 200 --temperature 0.8 --seed 1
+    gpt2-core generate runs/tiny --prompt "ROMEO:" --num-beams 5 --length-penalty 1.5   # beam search
+    gpt2-core generate runs/instruct --instruction "Name a colour."  # chapter 7's prompt format
+    gpt2-core classify runs/spam "WINNER!! Claim your prize"        # label and spam probability
     gpt2-core prepare brown --out data/brown                # a corpus into token shards
     gpt2-core evaluate runs/tiny the-verdict                # a registered data set or a text file
     gpt2-core export runs/tiny exported/tiny                # loads in transformers.GPT2LMHeadModel
@@ -19,7 +22,8 @@ values, config files) end with exit status 2 and a one-line message on stderr, n
 from __future__ import annotations
 
 import argparse
-import codecs
+import dataclasses
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -28,18 +32,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from gpt2_core import __version__, classifier, data, instruct, pretrained
+from gpt2_core import decode_cli
+from gpt2_core.arg_types import non_negative_int, positive_float, positive_int
 from gpt2_core import prepare as prepare_module
 from gpt2_core.classifier import CLASSIFIER_KIND, TRAINABLE, ClassifierConfig
 from gpt2_core.configs import config_from_dict
 from gpt2_core.errors import ConfigError, GPT2CoreError
 from gpt2_core.evaluate import score_text
-from gpt2_core.generate import GenerationConfig, stream
 from gpt2_core.instruct import INSTRUCT_KIND, InstructConfig
 from gpt2_core.loading import BOOK, load_model, read_text
-from gpt2_core.model import GPT2_SIZES
+from gpt2_core.model import GPT2_SIZES, GPTConfig, flops_per_token
 from gpt2_core.pretrained import BOOK_RECIPE, PRETRAIN_KIND
 from gpt2_core.runs import (
     CLASSIFIER_DIR,
@@ -48,6 +54,8 @@ from gpt2_core.runs import (
 )
 from gpt2_core.publish import export_model
 from gpt2_core.runtime import pick_device
+from gpt2_core.shards import Shards
+from gpt2_core.train import TrainConfig, rank_and_world
 
 
 class UsageError(GPT2CoreError):
@@ -82,24 +90,6 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
         return run
     return register
 
-
-# --- argument types ----------------------------------------------------------------------------
-def _number(kind: type, ok: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text}")
-        return value
-    return parse
-
-
-positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
-non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _number(float, lambda v: v > 0, "a number > 0")
-probability = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
 # --- configurations, run directories and logging -----------------------------------------------
@@ -168,63 +158,180 @@ def logging_to(run: Run, total: int | None, desc: str) -> Iterator[Callable[[dic
         yield on_log
 
 
-# --- pretrain ----------------------------------------------------------------------------------
+# --- pretrain (also `python -m gpt2_core.launch train`, under torchrun too) --------------------
+POSITIVE_COUNTS = ("max_steps", "batch_size", "grad_accum_steps", "block_size", "eval_batches")
+MODELS = ("book", *GPT2_SIZES)
+
+
+def _train_flag_type(f: dataclasses.Field) -> Callable[[str], object]:
+    """The argparse type of TrainConfig field `f`: counts are checked as they are parsed."""
+    if f.type is int and f.name != "seed":
+        return positive_int if f.name in POSITIVE_COUNTS else non_negative_int
+    return f.type
+
+
 def _pretrain_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, required=True, help="run directory: absent or empty, unless --resume")
-    p.add_argument("--config", type=Path, help="JSON file overriding the book's recipe: dataset, train_fraction, "
-                                               "vocab_size, and objects 'model' (GPTConfig) and 'train' (TrainConfig)")
-    p.add_argument("--max-steps", type=positive_int, help=f"default: {BOOK_RECIPE.train.max_steps}")
-    p.add_argument("--checkpoint-interval", type=non_negative_int,
-                   help="steps between checkpoints (default: 0, only at the end, so a killed run starts over)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint "
-                                                         "(the config must be the same)")
-    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--out", type=Path, required=True,
+                   help="run directory: absent or empty, unless --resume")
+    p.add_argument("--config", type=Path,
+                   help="JSON file overriding the book's recipe: dataset, train_fraction, "
+                        "vocab_size, and objects 'model' (GPTConfig) and 'train' (TrainConfig)")
+    p.add_argument("--data", help="a registered data set, or a folder of token shards written "
+                                  "by `gpt2-core prepare` (default: the recipe's)")
+    p.add_argument("--model", choices=MODELS,
+                   help="the model's shape: 'book' (chapter 4's) or an OpenAI size, with the "
+                        "data's vocabulary (default: the recipe's; 'book' for a shard folder)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest intact checkpoint (the config "
+                        "must be the same); a finished run is left as it is")
+    p.add_argument("--device", help=DEVICE_HELP + "; under torchrun: cuda:LOCAL_RANK or cpu")
+    p.add_argument("--log-interval", type=non_negative_int, default=0,
+                   help="print a line with loss, tokens/s and MFU every N steps (default: 0, a "
+                        "progress bar)")
+    p.add_argument("--peak-flops", type=positive_float, default=100e9,
+                   help="for MFU: the device's peak FLOP/s (default: 1e11)")
+    for f in dataclasses.fields(TrainConfig):         # every TrainConfig field is a flag
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction,
+                           help=f"train.{f.name} (default: {getattr(BOOK_RECIPE.train, f.name)})")
+        else:
+            p.add_argument(flag, type=_train_flag_type(f),
+                           help=f"train.{f.name} (default: {getattr(BOOK_RECIPE.train, f.name)})")
 
 
-@command("pretrain", "train a GPT from scratch on a registered data set (default: the book's recipe)",
+def pretrain_recipe(args: argparse.Namespace) -> pretrained.Recipe:
+    """The recipe of a pretrain command line: --config's (or the book's), with --data, --model
+    and the TrainConfig flags given replaced. A model named by --model (or the book's, when the
+    config keeps it) takes the data's vocabulary and a context of at least train.block_size."""
+    recipe = load_config(args.config, BOOK_RECIPE)
+    train = overridden(recipe.train, {f.name: getattr(args, f.name)
+                                      for f in dataclasses.fields(TrainConfig)})
+    dataset = recipe.dataset if args.data is None else args.data
+    vocab_size = recipe.vocab_size
+    if pretrained.shard_folder(dataset):
+        dataset = str(Path(dataset).resolve())        # ./data, data/ and a link: one recipe
+        vocab_size = Shards(dataset, "train").vocab_size
+    model = recipe.model
+    if args.model is not None or model == BOOK_RECIPE.model:
+        named = args.model or "book"
+        model = BOOK_RECIPE.model if named == "book" else GPTConfig.from_name(named)
+        model = replace(model, vocab_size=vocab_size,
+                        block_size=max(model.block_size, train.block_size))
+    try:
+        recipe = replace(recipe, dataset=dataset, vocab_size=vocab_size, model=model,
+                         train=train)
+    except ValueError as e:
+        raise ConfigError(f"invalid options: {e}") from None
+    if pretrained.shard_folder(dataset):
+        _check_splits(recipe)
+    return recipe
+
+
+def _check_splits(recipe: pretrained.Recipe) -> None:
+    """Refuse, before anything is written, a shard folder whose splits are too short to train
+    one batch on and to evaluate one window of."""
+    block, batch = recipe.train.block_size, recipe.train.batch_size
+    need = {"train": batch * (block + 1) + block, "val": block + 1}
+    for split, tokens in need.items():
+        have = len(Shards(recipe.dataset, split))
+        if have < tokens:
+            raise UsageError(
+                f"{recipe.dataset}: the {split} split has {have:,} tokens; it needs at least "
+                f"{tokens:,} (" + ("one window of block_size + 1" if split == "val" else
+                                   f"a batch of {batch} windows of block_size + 1")
+                + f" = {block + 1} tokens); prepare it with more data or a larger "
+                "--val-fraction, or train with a smaller --block-size")
+
+
+def _start_processes(device: str | None) -> tuple[torch.device, bool]:
+    """The device of this process, and whether it is one of several (torchrun sets RANK):
+    then it joins the process group (NCCL on CUDA, gloo on CPU) and uses cuda:LOCAL_RANK."""
+    distributed = "RANK" in os.environ
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if distributed:
+        on_cuda = torch.cuda.is_available() and device != "cpu"
+        chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if on_cuda \
+            else torch.device("cpu")
+    else:
+        chosen = pick_device(device)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return chosen, distributed
+
+
+def _on_rank_zero(job: Callable[[], object], distributed: bool) -> None:
+    """Run `job` on rank 0 only; a user error there is raised on every rank (no rank waits for
+    one that has stopped). Also a barrier."""
+    error = None
+    if rank_and_world()[0] == 0:
+        try:
+            job()
+        except USER_ERRORS as e:
+            error = " ".join(str(e).split())
+    if distributed:
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error is not None:
+        raise UsageError(error)
+
+
+@command("pretrain", "train a GPT from scratch on a registered data set or a folder of token "
+                     "shards (default: the book's recipe); under torchrun on several GPUs",
          _pretrain_arguments)
 def pretrain(args: argparse.Namespace) -> None:
-    recipe = overridden(load_config(args.config, BOOK_RECIPE), {
-        "train.max_steps": args.max_steps, "train.checkpoint_interval": args.checkpoint_interval})
-    run = Run.create(args.out, PRETRAIN_KIND, recipe, resume=args.resume)
-    if run.model_dir.exists():
-        print(f"{run.directory} is finished; its model is in {run.model_dir}")
+    recipe = pretrain_recipe(args)
+    device, distributed = _start_processes(args.device)
+    try:
+        _on_rank_zero(lambda: Run.create(args.out, PRETRAIN_KIND, recipe, resume=args.resume),
+                      distributed)
+        run = Run.open(args.out)
+        rank, world = rank_and_world()
+        if run.model_dir.exists():
+            if rank == 0:
+                print(f"{run.directory} is finished; its model is in {run.model_dir}")
+            return
+        with _progress(run, recipe, args, world) as on_log:
+            pretrained.pretrain(recipe, run, device=device, on_log=on_log)
+        if rank == 0:
+            results = run.evaluations["validation"]
+            bits = results["bits_per_char"]                  # None for a folder of shards
+            print(f"validation: loss {results['loss']:.4f}"
+                  + (f", {bits:.4f} bits/char" if bits else "") + f"; model in {run.model_dir}")
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+
+
+@contextmanager
+def _progress(run: Run, recipe: pretrained.Recipe, args: argparse.Namespace, world: int
+              ) -> Iterator[Callable[[dict], None]]:
+    """pretrain's on_log: a progress bar, or with --log-interval N a line every N steps."""
+    if not args.log_interval:
+        with logging_to(run, recipe.train.max_steps, "pretrain") as on_log:
+            yield on_log
         return
-    with logging_to(run, recipe.train.max_steps, "pretrain") as on_log:
-        pretrained.pretrain(recipe, run, device=args.device, on_log=on_log)
-    results = run.evaluations["validation"]
-    bits = results["bits_per_char"]                      # None for a folder of shards
-    print(f"validation: loss {results['loss']:.4f}" + (f", {bits:.4f} bits/char" if bits else "")
-          + f"; model in {run.model_dir}")
+    flops = flops_per_token(recipe.model, recipe.train.block_size)
+
+    def on_log(record: dict) -> None:
+        if record["step"] % args.log_interval == 0 or "val_loss" in record:
+            tokens_per_s = record["tokens_per_s"] * world
+            val = f" val {record['val_loss']:.4f}" if "val_loss" in record else ""
+            print(f"step {record['step']:6d} loss {record['loss']:.4f}{val} "
+                  f"lr {record['lr']:.2e} {tokens_per_s:,.0f} tok/s "
+                  f"MFU {flops * tokens_per_s / args.peak_flops:.1%}", flush=True)
+    yield on_log
 
 
-# --- generate ----------------------------------------------------------------------------------
-def _generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="model directory, run directory, or OpenAI size (gpt2, ...)")
-    p.add_argument("--prompt", default="", help="text to continue (default: start from end-of-text)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=100)
-    p.add_argument("--greedy", action="store_true", help="always take the most likely token (no sampling)")
-    p.add_argument("--temperature", type=positive_float, default=1.0)
-    p.add_argument("--top-k", type=positive_int)
-    p.add_argument("--top-p", type=probability)
-    p.add_argument("--seed", type=int, help="seed of the sampler, for a reproducible text")
-    p.add_argument("--device", help=DEVICE_HELP)
-
-
-@command("generate", "continue a prompt, printing the text as it is generated", _generate_arguments)
-def generate(args: argparse.Namespace) -> None:
-    model, tokenizer, _ = load_model(args.model, pick_device(args.device))
-    config = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
-                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                              overflow="slide")
-    ids = tokenizer.encode(args.prompt) or [tokenizer.eot_token]
-    tokens = stream(model, ids, config=config)                 # checks the options before printing
-    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
-    sys.stdout.write(args.prompt)
-    for token in tokens:
-        sys.stdout.write(utf8.decode(tokenizer.decode_bytes([token])))
-        sys.stdout.flush()
-    sys.stdout.write(utf8.decode(b"", final=True) + "\n")
+# --- generate and classify (chapters 5 to 7; gpt2_core.decode_cli) ---------------------------
+command("generate", "continue a prompt with any of chapter 5's strategies, or answer an instruction "
+                    "(chapter 7)", decode_cli.generate_arguments)(decode_cli.generate)
+command("classify", "label messages as spam or ham with a chapter 6 classifier run",
+        decode_cli.classify_arguments)(decode_cli.classify)
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -386,16 +493,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line `argv` (default: sys.argv[1:]); return the exit status."""
-    args = build_parser().parse_args(argv)
+def run_handler(prog: str, args: argparse.Namespace) -> int:
+    """Run args.handler(args); a user error becomes one line on stderr and exit status 2."""
     try:
         args.handler(args)
     except USER_ERRORS as e:
         message = " ".join(str(e).split("\n"))
-        print(f"gpt2-core {args.command}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"gpt2-core {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv[1:]); return the exit status."""
+    args = build_parser().parse_args(argv)
+    return run_handler(f"gpt2-core {args.command}", args)

@@ -3,7 +3,8 @@
 A `Source` yields each document's text as one or more `Piece`s, never the whole corpus at once: a
 long text file arrives in pieces of about `piece_chars` characters, cut only where GPT-2's
 pre-tokenizer splits anyway, so tokenizing the pieces one by one gives exactly the tokens of the
-whole text. Mistakes in the input raise `CorpusError` naming the file and the line or row.
+whole text (but for one pre-token longer than 4 * `piece_chars`, which is cut where it ends).
+Mistakes in the input raise `CorpusError` naming the file and the line or row.
 
 The Brown Corpus (registered as ``brown``; non-commercial use only) comes as NLTK ships it, as
 ``word/TAG`` tokens; `brown_documents` turns its 500 documents back into readable text.
@@ -143,6 +144,10 @@ class Source(abc.ABC):
     def pieces(self, start: int = 0) -> Iterator[Piece]:
         """The pieces of the documents with index >= `start` (earlier ones are skipped cheaply)."""
 
+    def folder_holding(self, path: str | Path) -> Path | None:
+        """The source folder that `path` is (or is inside), read as part of the corpus; or None."""
+        return None
+
 
 def _fingerprint(files: list[Path], root: Path) -> str:
     """sha256 over the files' relative paths, sizes and modification times."""
@@ -186,27 +191,37 @@ def _read_text(path: Path) -> Iterator[str]:
 _SAFE_CUT = regex.compile(r"(?r)[\p{L}\p{N}\p{P}](?=[ \n])")
 
 
-def split_text(chunks: Iterator[str], separator: str | None = None,
+def text_pieces(chunks: Iterator[str], separator: str | None = None,
                piece_chars: int = PIECE_CHARS) -> Iterator[tuple[str, bool]]:
-    """(text, ends_a_document) pieces of a text read in `chunks`.
+    """(text, ends_a_document) pieces of a text read in `chunks`, in time linear in its size.
 
     Documents end at each `separator` (dropped) and at the end; a longer stretch than
     `piece_chars` without one is cut where tokenizing the parts equals tokenizing the whole.
+    Memory stays within `max(4 * piece_chars, 1024)` characters and a chunk: a stretch that long
+    with no such place (one pre-token, e.g. a run of CJK letters) is cut where it ends.
     """
-    buffer = ""
+    limit = max(4 * piece_chars, 1024)
+    buffer, searched = "", 0                         # buffer[:searched] holds no safe cut
     keep = len(separator) - 1 if separator else 0    # a separator may straddle two chunks
     for chunk in chunks:
         buffer += chunk
-        if separator and separator in buffer:
+        if separator and separator in buffer[max(0, len(buffer) - len(chunk) - keep):]:
             *documents, buffer = buffer.split(separator)
+            searched = 0
             for document in documents:
                 yield document, True
         while len(buffer) > piece_chars:
-            cut = _SAFE_CUT.search(buffer, 0, len(buffer) - keep) if len(buffer) > keep else None
-            if cut is None:
+            end = len(buffer) - keep
+            cut = _SAFE_CUT.search(buffer, max(0, searched - 1), end) if end > 0 else None
+            if cut is not None:                      # the last one: none in buffer[at:end]
+                at, searched = cut.end(), end - cut.end()
+            elif len(buffer) > limit:
+                at, searched = end, 0                # no safe cut in `limit` characters
+            else:
+                searched = max(0, end)
                 break                                # no safe cut yet: read on
-            yield buffer[:cut.end()], False
-            buffer = buffer[cut.end():]
+            yield buffer[:at], False
+            buffer = buffer[at:]
     yield buffer, True
 
 
@@ -214,9 +229,15 @@ class TextFiles(Source):
     """Text files, each one document, or several where `separator` occurs (e.g. "\\n\\n")."""
 
     def __init__(self, files: list[Path], root: Path, separator: str | None = None,
-                 describe_as: dict | None = None) -> None:
+                 describe_as: dict | None = None, *, folder: bool = False) -> None:
         self.files, self.root, self.separator = files, root, separator
-        self._description = describe_as
+        self._description, self._folder = describe_as, folder
+
+    def folder_holding(self, path: str | Path) -> Path | None:
+        """`root` when the source is a folder and `path` is it or inside it."""
+        path = Path(path).resolve()
+        inside = self._folder and (path == self.root or self.root in path.parents)
+        return self.root if inside else None
 
     def describe(self) -> dict:
         if self._description is not None:
@@ -230,7 +251,7 @@ class TextFiles(Source):
             if self.separator is None and number < start:
                 index += 1                           # one document per file: skip it unread
                 continue
-            for text, last in split_text(_read_text(path), self.separator):
+            for text, last in text_pieces(_read_text(path), self.separator):
                 if index >= start:
                     yield Piece(index, str(path), text, last)
                 index += last
@@ -348,12 +369,13 @@ def open_source(spec: str | Path, *, format: str = "auto", field: str = "text",
     """
     path = Path(spec)
     if path.is_dir():
-        files = sorted((p for p in path.rglob("*") if p.is_file()
-                        and not any(part.startswith(".") for part in p.relative_to(path).parts)),
-                       key=lambda p: p.relative_to(path).as_posix())
+        root = path.resolve()                     # relative, ./ or a symlink: one root
+        files = sorted((p for p in root.rglob("*") if p.is_file()
+                        and not any(part.startswith(".") for part in p.relative_to(root).parts)),
+                       key=lambda p: p.relative_to(root).as_posix())
         if not files:
             raise CorpusError(f"{path}: the folder holds no files")
-        return TextFiles(files, path.resolve(), separator)
+        return TextFiles(files, root, separator, folder=True)
     if path.is_file():
         path = path.resolve()
         kind = format if format != "auto" else {".jsonl": "jsonl", ".ndjson": "jsonl",

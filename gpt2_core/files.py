@@ -30,12 +30,17 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """Flush `path` (a file's contents, or a folder's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)                          # the rename itself survives a crash
+        os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    _fsync(folder)                            # the rename itself survives a crash
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -66,9 +71,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 1) -> Path:
-    """Write `obj` as JSON (UTF-8, trailing newline) to `path` atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+def strict_json(obj: Any, **options: Any) -> str:
+    """`obj` as strict JSON: NaN and infinities raise ValueError instead of being written."""
+    return json.dumps(obj, allow_nan=False, **options)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> Path:
+    """Write `obj` as strict JSON (UTF-8, trailing newline) to `path` atomically."""
+    return atomic_write_text(path, strict_json(obj, indent=indent) + "\n")
 
 
 @contextmanager
@@ -76,7 +86,8 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty folder beside `target`; on success it is renamed to `target`.
 
     `target` must not exist (or be an empty folder). On an exception the folder is removed and
-    `target` is left as it was. Files and folders inside get FILE_MODE and FOLDER_MODE.
+    `target` is left as it was. Files and folders inside get FILE_MODE and FOLDER_MODE and are
+    flushed to disk before the rename, so a renamed folder never holds empty files.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +96,9 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         for entry in tmp.rglob("*"):
             entry.chmod(FOLDER_MODE if entry.is_dir() else FILE_MODE)
+            _fsync(entry)
         tmp.chmod(FOLDER_MODE)
+        _fsync(tmp)
         os.replace(tmp, target)
         _fsync_folder(target.parent)
     finally:

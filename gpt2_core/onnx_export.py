@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
+import hashlib
+import inspect
 import logging
 import shutil
 import sys
@@ -32,6 +33,13 @@ import torch
 import torch.nn as nn
 
 from gpt2_core.errors import ExportError
+from gpt2_core.files import (
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    strict_json,
+)
 from gpt2_core.model import GPT
 from gpt2_core.tokenizer import ENDOFTEXT, GPT2_SPLIT_PATTERN, BPETokenizer, Tokenizer
 from gpt2_core.tokenizer_files import gpt2_bpe_files
@@ -118,10 +126,7 @@ def export_onnx(model: GPT, path: str | Path, *,
              "gpt2_core.vocab_size": str(config.vocab_size), **(metadata or {})}
     onnx.helper.set_model_props(proto, props)
     onnx.checker.check_model(proto)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(proto.SerializeToString())
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, proto.SerializeToString())
 
 
 def _strip_trace_metadata(graph) -> None:
@@ -384,7 +389,15 @@ def write_tokenizer_json(tokenizer: BPETokenizer, path: str | Path) -> Path:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+    atomic_write_text(path, strict_json(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def export_code_key() -> str:
+    """Hash of the code behind a web export: this module (the graph, the pattern translator)
+    and the `regex` module's version (its Unicode tables); part of a cached export's key."""
+    digest = hashlib.sha256(inspect.getsource(sys.modules[__name__]).encode())
+    digest.update(regex.__version__.encode())
+    return digest.hexdigest()[:16]
 
 
 def gpt2_tokenizer_json(encoder: str, vocab_bpe: str) -> dict[str, Any]:
@@ -402,7 +415,8 @@ def export_for_web(model: GPT, tokenizer: Tokenizer, directory: str | Path, *,
 
     model.onnx (`export_onnx`), model.json (its shape, for the page) and tokenizer.web.json:
     `tokenizer_json` of a BPETokenizer, or for GPT-2's tokenizer `gpt2_tokenizer_json` beside
-    copies of GPT-2's two files.
+    copies of GPT-2's two files. The folder appears whole (`files.atomic_directory`) or not at
+    all, so a failed export can be retried into the same directory.
     """
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
@@ -417,16 +431,16 @@ def export_for_web(model: GPT, tokenizer: Tokenizer, directory: str | Path, *,
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids, more than the model's "
                          f"vocabulary ({model.config.vocab_size})")
-    directory.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, directory / ONNX_FILE, metadata=metadata)
     c = model.config
     info = {"format": "gpt2_core-live v1", "block_size": c.block_size, "vocab_size": c.vocab_size,
             "n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
             "parameters": model.num_parameters(), "tokenizer": tokenizer.name,
             "eot_token": tokenizer.eot_token, **(metadata or {})}
-    (directory / "model.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    if "gpt2_files" in spec:
-        for file in gpt2_bpe_files():
-            shutil.copyfile(file, directory / file.name)
-    _write_json(directory / WEB_TOKENIZER_FILE, spec)
+    with atomic_directory(directory) as tmp:
+        export_onnx(model, tmp / ONNX_FILE, metadata=metadata)
+        atomic_write_json(tmp / "model.json", info)
+        if "gpt2_files" in spec:
+            for file in gpt2_bpe_files():
+                shutil.copyfile(file, tmp / file.name)
+        _write_json(tmp / WEB_TOKENIZER_FILE, spec)
     return directory

@@ -11,7 +11,9 @@ the same on every run. Tokens fill shards of `shard_tokens` (uint16, or uint32 f
 vocabulary); after each shard, the manifest is rewritten as a record of what is finished. Every
 file is written atomically (`gpt2_core.files.atomic_write`). Killed and run again with the same
 arguments, prepare checks the finished shards against the manifest's sha256 and continues after
-them; only the documents whose tokens are not in a finished shard are tokenized again.
+them; only the documents whose tokens are not in a finished shard are tokenized again. While it
+writes, prepare holds the folder's lock file (`folder_lock`), so a second run on the same folder
+is refused, not interleaved; an output folder inside the source folder is refused up front.
 
 Memory stays flat whatever the corpus's size: one shard buffer per split, at most
 2 * num_proc + 1 batches of about `batch_chars` characters (and their tokens) in flight, one
@@ -21,9 +23,9 @@ JSON line or Parquet record batch, and each worker's tokenizer.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import itertools
-import json
 import multiprocessing
 import os
 import re
@@ -39,11 +41,13 @@ from pathlib import Path
 import numpy as np
 
 from gpt2_core.corpora import CorpusError, Piece, Source, open_source
-from gpt2_core.files import atomic_write, sha256_of
+from gpt2_core.errors import ConfigError
+from gpt2_core.files import atomic_write, atomic_write_json, sha256_of
 from gpt2_core.shards import (
     FORMAT,
     MANIFEST,
     SPLITS,
+    TOKENIZER_COPY,
     VERSION,
     check_shards,
     read_manifest,
@@ -60,7 +64,7 @@ from gpt2_core.tokenizer import (
 SHARD_TOKENS = 10_000_000
 BATCH_CHARS = 1 << 20
 SPLIT_RULE = "val if blake2b-64(document index as decimal) < val_fraction * 2**64"
-TOKENIZER_COPY = "tokenizer.json"
+LOCK_FILE = ".prepare.lock"       # held (flock) by the prepare writing the folder
 _OURS = re.compile(r"\.(manifest\.json|tokenizer\.json|(train|val)_\d{6}\.bin)\..+\.part")
 
 OnShard = Callable[[str, dict], None]
@@ -73,7 +77,7 @@ def is_val(index: int, val_fraction: float) -> bool:
 
 
 # --- tokenizers ---------------------------------------------------------------------------------
-def load_tokenizer(spec: str | Path) -> Tokenizer:
+def shard_tokenizer(spec: str | Path) -> Tokenizer:
     """GPT-2's tokenizer for "gpt2", else the BPETokenizer saved in file `spec`."""
     if str(spec) == "gpt2":
         return gpt2_tokenizer()
@@ -81,7 +85,10 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
     if not path.is_file():
         raise CorpusError(f"{path}: no such tokenizer file (give 'gpt2' or a tokenizer.json "
                           "written by BPETokenizer.save)")
-    tokenizer = BPETokenizer.load(path)
+    try:
+        tokenizer = BPETokenizer.load(path)
+    except ValueError as e:                       # it names the file and line
+        raise CorpusError(f"not a tokenizer file: {e}") from None
     if tokenizer.pattern != GPT2_SPLIT_PATTERN:
         raise CorpusError(f"{path}: prepare cuts long texts where GPT-2's split pattern splits, "
                           "so it needs a tokenizer trained with that pattern")
@@ -110,7 +117,7 @@ _worker_encode: Callable[[list[str]], list[list[int]]] | None = None
 
 def _start_worker(spec: str) -> None:
     global _worker_encode
-    _worker_encode = _batch_encoder(load_tokenizer(spec))
+    _worker_encode = _batch_encoder(shard_tokenizer(spec))
 
 
 def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +142,7 @@ def _tokenized(batches: Iterator[list], spec: str, num_proc: int
     processes; at most 2 * num_proc batches wait in the pool."""
     texts = lambda batch: [piece.text for piece, _ in batch]  # noqa: E731
     if num_proc == 1:
-        encode = _batch_encoder(load_tokenizer(spec))
+        encode = _batch_encoder(shard_tokenizer(spec))
         for batch in batches:
             yield batch, _encode(encode, texts(batch))
         return
@@ -207,6 +214,26 @@ class _SplitWriter:
         self.flush([self.document, self.seen])
 
 
+# --- reading ------------------------------------------------------------------------------------
+def _batches(source: Source, resume: dict[str, int], val_fraction: float, batch_chars: int
+             ) -> Iterator[list[tuple[Piece, str]]]:
+    """Batches of about `batch_chars` characters of (piece, split), from the first document
+    whose split's shards do not hold it yet (`resume`: split -> its document index)."""
+    batch, chars = [], 0
+    for piece in source.pieces(min(resume.values())):
+        split = "val" if is_val(piece.document, val_fraction) else "train"
+        if piece.document < resume[split]:
+            continue                              # all its tokens are in finished shards
+        batch.append((piece, split))
+        chars += len(piece.text)
+        if chars >= batch_chars:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+# --- the manifest and resuming ------------------------------------------------------------------
 def _manifest(settings: dict, records: dict[str, list[dict]], complete: bool) -> dict:
     return {"format": FORMAT, "version": VERSION, "complete": complete, **settings,
             "documents": {s: sum(r["documents"] for r in records[s]) for s in SPLITS},
@@ -215,14 +242,40 @@ def _manifest(settings: dict, records: dict[str, list[dict]], complete: bool) ->
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
-    text = json.dumps(manifest, indent=1) + "\n"
-    atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write_json(out / MANIFEST, manifest)
+
+
+@contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """Hold `out`'s lock file while the block runs: a second prepare on `out` is refused.
+
+    The lock is an flock, so a killed run leaves none behind (only the file, removed next time).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CorpusError(f"another prepare is writing {out} (it holds {path}); wait for it "
+                              "to finish, or give another folder") from None
+        if path.exists() and os.path.samestat(os.fstat(fd), path.stat()):
+            break                                 # not a file that its last holder removed
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def _resume_records(out: Path, settings: dict) -> tuple[dict[str, list[dict]], bool]:
     """The finished shards recorded in `out` (checked by sha256), and whether out is complete."""
     if not (out / MANIFEST).exists():
-        others = [p.name for p in out.iterdir() if not _OURS.fullmatch(p.name)]
+        others = [p.name for p in out.iterdir()
+                  if not _OURS.fullmatch(p.name) and p.name != LOCK_FILE]
         if others:
             raise CorpusError(f"{out} is not empty ({', '.join(sorted(others)[:3])}, ...) and "
                               f"has no {MANIFEST}; give a new or empty folder")
@@ -247,17 +300,21 @@ def prepare(source: Source, out: str | Path, tokenizer: str | Path = "gpt2", *,
     the vocabulary fits), "uint16" or "uint32". `on_shard(split, record)` sees each new shard.
     """
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if shard_tokens < 1 or num_proc < 1 or batch_chars < 1:
-        raise ValueError("shard_tokens, num_proc and batch_chars must be at least 1")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    for name, value in (("shard_tokens", shard_tokens), ("num_proc", num_proc),
+                        ("batch_chars", batch_chars)):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
     out = Path(out)
-    tok = load_tokenizer(tokenizer)
+    if (folder := source.folder_holding(out)) is not None:
+        raise CorpusError(f"{out} is inside the source folder {folder}: its shards would be "
+                          "read as text next time; give a folder outside it")
+    tok = shard_tokenizer(tokenizer)
     kind = np.dtype(dtype if dtype != "auto" else
                     ("uint16" if tok.vocab_size <= 2**16 else "uint32"))
     if kind not in (np.uint16, np.uint32):
-        raise ValueError(f"dtype must be auto, uint16 or uint32, got {dtype!r}")
-    limit = np.iinfo(kind).max
-    if tok.eot_token > limit:
+        raise ConfigError(f"dtype must be auto, uint16 or uint32, got {dtype!r}")
+    if tok.eot_token > np.iinfo(kind).max:
         raise CorpusError(f"{tokenizer}: the end-of-text id {tok.eot_token} does not fit "
                           f"{kind.name}; use dtype uint32")
     copy = str(tokenizer) != "gpt2"
@@ -269,7 +326,17 @@ def prepare(source: Source, out: str | Path, tokenizer: str | Path = "gpt2", *,
         "dtype": kind.name, "shard_tokens": shard_tokens,
         "split": {"rule": SPLIT_RULE, "val_fraction": val_fraction},
     }
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        return _write_shards(source, out, tokenizer, settings, num_proc, batch_chars, on_shard)
+
+
+def _write_shards(source: Source, out: Path, tokenizer: str | Path, settings: dict,
+                  num_proc: int, batch_chars: int, on_shard: OnShard | None) -> dict:
+    """The part of `prepare` that runs while it holds `out`'s lock: resume or start, tokenize,
+    write the shards and the manifest."""
+    val_fraction, kind = settings["split"]["val_fraction"], np.dtype(settings["dtype"])
+    limit, eot_token = np.iinfo(kind).max, settings["tokenizer"]["eot_token"]
+    copy = settings["tokenizer"]["file"] is not None
     records, complete = _resume_records(out, settings)
     if complete:
         return read_manifest(out)
@@ -285,25 +352,12 @@ def prepare(source: Source, out: str | Path, tokenizer: str | Path = "gpt2", *,
         if on_shard is not None:
             on_shard(split, record)
 
-    writers = {s: _SplitWriter(out, s, kind, shard_tokens, records[s], flushed) for s in SPLITS}
-    start = min(w.resume[0] for w in writers.values())
-    eot = np.array([tok.eot_token], dtype=np.uint32)
-
-    def batches() -> Iterator[list[tuple[Piece, str]]]:
-        batch, chars = [], 0
-        for piece in source.pieces(start):
-            split = "val" if is_val(piece.document, val_fraction) else "train"
-            if piece.document < writers[split].resume[0]:
-                continue                          # all its tokens are in finished shards
-            batch.append((piece, split))
-            chars += len(piece.text)
-            if chars >= batch_chars:
-                yield batch
-                batch, chars = [], 0
-        if batch:
-            yield batch
-
-    stream = _tokenized(batches(), str(tokenizer), num_proc)
+    writers = {s: _SplitWriter(out, s, kind, settings["shard_tokens"], records[s], flushed)
+               for s in SPLITS}
+    eot = np.array([eot_token], dtype=np.uint32)
+    batches = _batches(source, {s: w.resume[0] for s, w in writers.items()}, val_fraction,
+                       batch_chars)
+    stream = _tokenized(batches, str(tokenizer), num_proc)
     try:
         for batch, (ids, lengths) in stream:
             ends = np.cumsum(lengths)
@@ -333,9 +387,11 @@ def prepare(source: Source, out: str | Path, tokenizer: str | Path = "gpt2", *,
 
 
 def _remove_outputs(out: Path, records: dict[str, list[dict]], copy: bool) -> None:
+    """Remove what this prepare wrote in `out`: shards by their own names, never a name that a
+    record gives."""
     for split in SPLITS:
-        for record in records[split]:
-            (out / record["file"]).unlink(missing_ok=True)
+        for number in range(len(records[split])):
+            (out / shard_name(split, number)).unlink(missing_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
     if copy:
         (out / TOKENIZER_COPY).unlink(missing_ok=True)

@@ -126,8 +126,12 @@ def prepare_corpus(recipe: Recipe) -> Corpus:
             raise ValueError(f"{recipe.dataset}: token ids up to "
                              f"{train_ids.vocab_size - 1} do not fit "
                              f"model.vocab_size={recipe.model.vocab_size}")
-        return Corpus(folder_tokenizer(recipe.dataset), train_ids,
-                      Shards(recipe.dataset, "val"), None, 0)
+        val_ids = Shards(recipe.dataset, "val")
+        if len(val_ids) < recipe.train.block_size + 1:
+            raise ValueError(f"{recipe.dataset}: the val split has {len(val_ids):,} "
+                             f"tokens, fewer than one window of block_size + 1 = "
+                             f"{recipe.train.block_size + 1}")
+        return Corpus(folder_tokenizer(recipe.dataset), train_ids, val_ids, None, 0)
     train_text, val_text = split_text(recipe)
     tokenizer = BPETokenizer.train(
         train_text, recipe.vocab_size, name=f"{recipe.dataset}-{recipe.vocab_size}"

@@ -13,14 +13,17 @@ A run directory holds
 
 Nothing in a run is overwritten silently. Creating a run in a non-empty directory fails unless
 resuming, and resuming requires the stored configuration to equal the new one. Resuming rewinds
-the run to its newest checkpoint: metrics lines of later steps are dropped, because those steps
-are trained (and logged) again. JSON files are written to a temporary file and renamed into place.
+the run to its newest intact checkpoint (a broken newer one is set aside, with a line on stderr):
+metrics lines of later steps are dropped, because those steps are trained (and logged) again, and
+so is a torn last line (a kill during its write). JSON files are strict JSON (no NaN), written to
+a temporary file and renamed into place.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from gpt2_core import __version__
 from gpt2_core.checkpoint import CHECKPOINT_DIR, latest_checkpoint
 from gpt2_core.configs import config_diff, config_to_dict
 from gpt2_core.errors import GPT2CoreError
-from gpt2_core.files import atomic_write, atomic_write_text
+from gpt2_core.files import atomic_write, atomic_write_text, strict_json
 from gpt2_core.hf_checkpoint import config_fields
 
 CONFIG_FILE, METRICS_FILE, EVAL_FILE, CARD_FILE = "config.json", "metrics.jsonl", "eval.json", "README.md"
@@ -43,7 +46,7 @@ class RunError(GPT2CoreError, RuntimeError):
 
 # --- files -------------------------------------------------------------------------------------
 def _dump(obj: Any) -> str:
-    return json.dumps(config_to_dict(obj), indent=1) + "\n"
+    return strict_json(config_to_dict(obj), indent=1) + "\n"
 
 
 def read_json(path: Path) -> Any:
@@ -56,14 +59,19 @@ def read_json(path: Path) -> Any:
         raise RunError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl file; a corrupt line raises RunError naming file and line."""
+def read_metrics(path: Path, *, torn_end: bool = False) -> list[dict]:
+    """The records of a metrics.jsonl file; a corrupt line raises RunError naming file and line.
+
+    `torn_end=True` drops a last line that has no newline and is not JSON (a kill while writing).
+    """
     records = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
+                if torn_end and not line.endswith("\n"):
+                    break
                 raise RunError(f"{path}, line {number}: not a JSON record ({e.msg})") from None
             if not isinstance(record, dict) or not isinstance(record.get("step"), int):
                 raise RunError(f"{path}, line {number}: expected a JSON object with an integer 'step'")
@@ -92,7 +100,8 @@ class Run:
         self.kind: str = record["kind"]
         self.config: dict = record["config"]
         self.created: str = record["created"]
-        self._last_step = max((r["step"] for r in self.metrics()), default=0)
+        records = read_metrics(directory / METRICS_FILE, torn_end=True)   # _rewind drops it
+        self._last_step = max((r["step"] for r in records), default=0)
 
     @classmethod
     def create(cls, directory: str | Path, kind: str, config: Any, *, resume: bool = False) -> Run:
@@ -139,10 +148,12 @@ class Run:
                            + "; ".join(differences))
 
     def _rewind(self) -> None:
-        checkpoint = latest_checkpoint(self.checkpoints)
+        checkpoint = latest_checkpoint(self.checkpoints, set_aside=True)
         step = int(CHECKPOINT_DIR.match(checkpoint.name).group(1)) if checkpoint else 0
-        kept = [r for r in self.metrics() if r["step"] <= step]
-        atomic_write_text(self.directory / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
+        records = read_metrics(self.directory / METRICS_FILE, torn_end=True)
+        kept = [r for r in records if r["step"] <= step]
+        atomic_write_text(self.directory / METRICS_FILE,
+                          "".join(strict_json(r) + "\n" for r in kept))
         self._last_step = kept[-1]["step"] if kept else 0
 
     @property
@@ -183,8 +194,14 @@ class Run:
         if not isinstance(step, int) or step <= self._last_step:
             raise RunError(f"{self.directory / METRICS_FILE}: step {step!r} does not follow the last "
                            f"logged step {self._last_step}")
+        try:
+            line = strict_json(config_to_dict(record)) + "\n"
+        except ValueError:
+            bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+            raise RunError(f"step {step}: {', '.join(bad) or 'a value'} is not a finite number "
+                           "(training diverged?); metrics are strict JSON") from None
         with open(self.directory / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(config_to_dict(record)) + "\n")
+            f.write(line)
             f.flush()
         self._last_step = step
 

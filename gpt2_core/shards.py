@@ -5,7 +5,10 @@ A prepared folder holds ``train_000000.bin``, ``train_000001.bin``, ... and ``va
 except the last of its split. ``manifest.json`` lists every shard with its token count, the
 documents that start in it, its sha256 and where in the corpus it starts and ends; plus the
 tokenizer, the source, the split rule and the shard size. ``"complete": false`` marks a folder
-that `prepare` is still writing (or was killed while writing); readers refuse it.
+that `prepare` is still writing (or was killed while writing); readers refuse it. `read_manifest`
+checks the keys, the dtype, the tokenizer copy's name and that each shard's file is
+`shard_name(split, number)`, so a manifest cannot make a reader open (or prepare delete) any other
+file.
 
 `Shards` memory-maps one split and reads it as one long token array (``len``, slices and integer
 index arrays), so `gpt2_core.train.train` takes it in place of a numpy array. `WindowReader` draws
@@ -30,6 +33,8 @@ MANIFEST = "manifest.json"
 FORMAT = "gpt2_core token shards"
 VERSION = 1
 SPLITS = ("train", "val")
+DTYPES = ("uint16", "uint32")
+TOKENIZER_COPY = "tokenizer.json"        # the one file name a manifest's tokenizer may have
 
 
 class ManifestError(data.DataError):
@@ -55,7 +60,46 @@ def read_manifest(folder: str | Path) -> dict:
         raise ManifestError(f"{path} is not a {FORMAT} manifest")
     if manifest.get("version") != VERSION:
         raise ManifestError(f"{path}: version {manifest.get('version')}, this code reads {VERSION}")
+    _check_manifest(manifest, path)
     return manifest
+
+
+def _check(ok: bool, path: Path, where: str, what: str) -> None:
+    if not ok:
+        raise ManifestError(f"{path}: {where} {what}; the folder was not written by prepare, or "
+                            "was edited: prepare it again")
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_manifest(manifest: dict, path: Path) -> None:
+    """Refuse a manifest whose keys, dtype, tokenizer or shard records are not prepare's: a
+    shard's file must be shard_name(split, its number), so no record names another file."""
+    for key, kind in (("complete", bool), ("dtype", str), ("tokenizer", dict), ("shards", dict)):
+        _check(isinstance(manifest.get(key), kind), path, f"key {key!r}",
+               f"is {manifest.get(key)!r}, not a {kind.__name__}")
+    _check(manifest["dtype"] in DTYPES, path, "dtype", f"{manifest['dtype']!r} is not one of "
+                                                        f"{', '.join(DTYPES)}")
+    tokenizer = manifest["tokenizer"]
+    _check(_count(tokenizer.get("vocab_size")) and tokenizer["vocab_size"] > 0, path,
+           "tokenizer.vocab_size", f"is {tokenizer.get('vocab_size')!r}")
+    _check(tokenizer.get("file") in (None, TOKENIZER_COPY), path, "tokenizer.file",
+           f"is {tokenizer.get('file')!r}, not null or {TOKENIZER_COPY!r}")
+    for split in SPLITS:
+        records = manifest["shards"].get(split)
+        _check(isinstance(records, list), path, f"shards.{split}", "is not a list")
+        for number, record in enumerate(records):
+            where = f"shards.{split}[{number}]"
+            _check(isinstance(record, dict), path, where, "is not an object")
+            name = shard_name(split, number)
+            _check(record.get("file") == name, path, f"{where}.file",
+                   f"is {record.get('file')!r}, not {name!r}")
+            for key in ("tokens", "documents"):
+                _check(_count(record.get(key)), path, f"{where}.{key}",
+                       f"is {record.get(key)!r}, not a count")
+            _check(isinstance(record.get("sha256"), str), path, f"{where}.sha256", "is missing")
 
 
 def check_shards(folder: str | Path, manifest: dict, *, hashes: bool = True) -> None:
@@ -117,6 +161,8 @@ class Shards:
         """Tokens start .. start + length - 1 (a copy, across shards if need be)."""
         if start < 0 or length < 0 or start + length > len(self):
             raise IndexError(f"tokens {start}..{start + length} are outside 0..{len(self)}")
+        if not length:
+            return np.empty(0, dtype=self.dtype)
         parts, shard = [], int(np.searchsorted(self.offsets, start, side="right")) - 1
         while length > 0:
             begin = start - int(self.offsets[shard])

@@ -23,6 +23,8 @@ from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gpt2_core.files import atomic_write_text
+
 FORMAT = "gpt2_core-bpe v1"
 
 # sha256 of GPT-2's two files, as OpenAI published them (the same hashes tiktoken checks).
@@ -40,8 +42,7 @@ def write_bpe(path: str | Path, name: str, pattern: str, byte_ids: Sequence[int]
     lines += [f"byte {b} {i}" for b, i in enumerate(byte_ids)]
     lines += [f"merge {a} {b} {new}" for a, b, new in merges]
     lines += [f"special {i} {json.dumps(t)}" for t, i in special_tokens.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def read_bpe(path: str | Path) -> dict[str, Any]:

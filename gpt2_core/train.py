@@ -46,6 +46,17 @@ class TrainConfig:
     compile: bool = False           # torch.compile the model
 
     def __post_init__(self):
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "block_size",
+                     "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"{name} must be at least 1, got {getattr(self, name)}"
+                )
+        for name in ("warmup_steps", "eval_interval", "checkpoint_interval"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"{name} must be at least 0, got {getattr(self, name)}"
+                )
         if self.batch_size % self.grad_accum_steps:
             raise ValueError(f"batch_size={self.batch_size} is not divisible by "
                              f"grad_accum_steps={self.grad_accum_steps}")
@@ -57,11 +68,6 @@ class TrainConfig:
             raise ValueError(
                 f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}"
             )
-        for name in ("max_steps", "block_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"{name} must be at least 1, got {getattr(self, name)}"
-                )
 
 
 # %% chapters/04_pretraining.ipynb, cell ce76c366

@@ -211,6 +211,24 @@ class Figure:
             self.label(cx, cy + (i - (len(texts) - 1) / 2) * step, t, bold=bold)
         return r
 
+    def cell(self, r: Rect, texts: list[str], style: str, *, size: int = SIZE) -> Rect:
+        """One cell of a grid of tokens: `r` with centred lines of text at font size `size`;
+        a tighter fit than box() allows (3 px each side), raise if the text does not fit."""
+        self.rect(r, style)
+        step = size * LEADING
+        for i, t in enumerate(texts):
+            if text_width(t, size) > r.w - 6 or len(texts) * step > r.h + 2:
+                raise ValueError(f"{self.name}: {t!r} does not fit in a {r.w} x {r.h} cell")
+            self.label(r.cx, r.cy + (i - (len(texts) - 1) / 2) * step, t, size=size)
+        return r
+
+    def legend(self, x: float, y: float, items: list[tuple[str, str]]) -> float:
+        """Swatches of box styles with their meaning, left to right from x; returns the end."""
+        for style, text in items:
+            self.rect(Rect(x, y - 8, 22, 16), style)
+            x = self.label(x + 30, y, text, anchor="start").right + 28
+        return x - 28
+
     def cards(self, cx: float, cy: float, w: float, h: float, texts: list[str],
               style: str, depth: int = 2) -> Rect:
         """A box with `depth` copies stacked behind it (many of the same); returns the outline."""
@@ -242,10 +260,13 @@ class Figure:
         """A junction where a line splits in two."""
         self.front.append(f'<circle cx="{_num(x)}" cy="{_num(y)}" r="3.2" fill="{LINE}"/>')
 
-    def arrow(self, *points: Point, head: bool = True, dashed: bool = False) -> None:
-        """A polyline through `points`, with an arrowhead at the last one unless head=False."""
+    def arrow(self, *points: Point, head: bool = True, dashed: bool = False,
+              strong: bool = False) -> None:
+        """A polyline through `points`, with an arrowhead at the last one unless head=False;
+        strong=True draws it twice as thick, to pick out one path."""
         d = " ".join(f"{_num(x)},{_num(y)}" for x, y in points)
-        attrs = f'points="{d}" fill="none" stroke="{LINE}" stroke-width="1.5"'
+        width = "3" if strong else "1.5"
+        attrs = f'points="{d}" fill="none" stroke="{LINE}" stroke-width="{width}"'
         if dashed:
             attrs += ' stroke-dasharray="6 4"'
         if head:
@@ -305,6 +326,427 @@ class Figure:
                     if any(box.hit(*p) for p in inner):
                         found.append(f"a line from {(x0, y0)} crosses the box at {box}")
         return found
+
+
+def _merge(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
+    """Chapter 1's merge_pair: each non-overlapping `pair`, left to right, becomes `new`."""
+    out, i = [], 0
+    while i < len(ids):
+        if tuple(ids[i:i + 2]) == pair:
+            out.append(new)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def bpe_merges() -> Figure:
+    """Chapter 1's byte-pair encoding: learned merges applied, in order, to two chunks."""
+    # Merges k of train_merges(count_words(verdict), 20) that change ' the' or ' thing': the
+    # pair, its count over The Verdict's chunks when it was merged, and its new id 256 + k - 1.
+    merges = [(1, (32, 116), 462), (2, (104, 101), 410), (4, (105, 110), 291),
+              (9, (256, 257), 191), (19, (259, 103), 130)]
+    f = Figure("bpe_merges", 720, 528, "Byte-pair encoding, merge by merge",
+               "The chunks ' the' and ' thing' start as their UTF-8 bytes, ids 32 116 104 101 "
+               "and 32 116 104 105 110 103. The merges that chapter 1 learns from The "
+               "Verdict's chunks are applied in the order they were learned; each was the most "
+               "frequent adjacent pair when it was learned. Merge 1 joins space and t into id "
+               "256 (462 occurrences), merge 2 h and e into 257 (410), merge 4 i and n into 259 "
+               "(291), merge 9 the tokens 256 and 257 into 264, ' the' (191), and merge 19 "
+               "259 and g into 274, 'ing' (130). After the 20 merges ' the' is the single token "
+               "264 and ' thing' is three tokens, 256 104 274; the other merges match no pair "
+               "in these two chunks.")
+    text: dict[int, str] = {i: chr(i).replace(" ", "␣") for i in range(32, 127)}
+    f.label(20, 22, "Merges learned from The Verdict (section 5), each the most frequent pair "
+            "at its step, applied in order", anchor="start", colour=MUTED)
+    f.legend(20, 50, [("new", "the token this merge creates"),
+                      ("tensor", "a byte or an earlier token")])
+    f.label(700, 50, "␣ = space", anchor="end", colour=MUTED)
+    unit, height, pitch, top = 40, 40, 56, 128
+    words = [(276, " the"), (460, " thing")]
+    for left, word in words:
+        f.label(left + unit * len(word) / 2, 92, f"chunk “{word.replace(' ', '␣')}”",
+                bold=True)
+    states = [list(word.encode()) for _, word in words]
+    rows = [(["UTF-8 bytes:", "ids 0–255"], None, set())]
+    for k, pair, count in merges:
+        new = 255 + k
+        text[new] = text[pair[0]] + text[pair[1]]
+        states = [_merge(ids, pair, new) for ids in states]
+        rows.append(([f"merge {k} → id {new}",
+                      f"{text[pair[0]]} + {text[pair[1]]}, seen {count} times"], states, {new}))
+    states = [list(word.encode()) for _, word in words]
+    for r, (label, row_states, fresh) in enumerate(rows):
+        cy = top + r * pitch
+        f.label(20, cy - 10, label[0], anchor="start", bold=r > 0)
+        f.label(20, cy + 10, label[1], anchor="start", colour=MUTED)
+        for (left, _), ids in zip(words, row_states or states):
+            x = left
+            for i in ids:
+                w = unit * len(text[i].replace("␣", " "))
+                f.cell(Rect(x + 2, cy - height / 2, w - 4, height), [text[i], str(i)],
+                       "new" if i in fresh else "tensor")
+                x += w
+    bottom = top + (len(rows) - 1) * pitch + 48
+    f.rule(20, 700, bottom)
+    f.lines(360, bottom + 36, ["After all 20 merges, “␣the” is one token (264) and “␣thing” "
+                               "three (256, 104, 274).",
+                               "Merges 3, 5–8, 10–18 and 20 find no pair in these two chunks."])
+    return f
+
+
+def sliding_windows() -> Figure:
+    """Chapter 1's SlidingWindowDataset: windows of T + 1 tokens, targets shifted by one."""
+    # The first 13 GPT-2 tokens of The Verdict, as chapter 1 prints them.
+    ids = [40, 367, 2885, 1464, 1807, 3619, 402, 271, 10899, 2138, 257, 7026, 15632]
+    pieces = ["I", "H", "AD", "always", "thought", "Jack", "G", "is", "burn", "rather", "a",
+              "cheap", "genius"]
+    T, stride = 8, 4
+    f = Figure("sliding_windows", 720, 454, "Sliding windows over a token stream",
+               "The first 13 GPT-2 tokens of The Verdict, I HAD always thought Jack Gisburn "
+               "rather a cheap genius, with ids 40, 367, 2885 and so on. With context_length "
+               "T = 8 and stride 4, window 0 starts at token 0: its inputs are ids[0:8] and its "
+               "targets ids[1:9], the same tokens shifted one to the right, so the target at "
+               "each position is the token that follows the input there. Window 1 starts 4 "
+               "tokens later: inputs ids[4:12], targets ids[5:13]; its first four targets were "
+               "already targets in window 0. The 5,145 tokens give (5145 - 8 - 1) // 4 + 1 = "
+               "1,285 windows.")
+    pitch, left = 50, 20
+    col = [left + pitch * (i + 0.5) for i in range(len(ids) + 1)]
+    f.label(20, 22, "The Verdict in GPT-2 tokens: SlidingWindowDataset(ids, context_length=8, "
+            "stride=4)", anchor="start", colour=MUTED)
+    for i, piece in enumerate(pieces):
+        f.label(col[i], 54, piece, size=12, colour=MUTED)
+    for i, token in enumerate(ids):
+        f.cell(Rect(col[i] - pitch / 2 + 2, 70, pitch - 4, 30), [str(token)], "tensor", size=12)
+    f.label(col[len(ids)], 85, "…", size=16)
+    f.label(20, 116, "the token stream: ids at positions 0–12, their text above (leading spaces "
+            "dropped)", anchor="start", colour=MUTED)
+
+    def span(first: int, last: int, y: float) -> None:
+        x0, x1 = col[first] - pitch / 2 + 2, col[last] + pitch / 2 - 2
+        f.arrow((x0, y + 5), (x0, y), (x1, y), (x1, y + 5), head=False)
+
+    for w, top in ((0, 146), (1, 292)):
+        s = w * stride
+        f.label(col[s] - pitch / 2 + 2, top, f"window {w}: starts at s = {s}, reads T + 1 = "
+                f"{T + 1} tokens", anchor="start", bold=True)
+        span(s, s + T, top + 16)
+        rows = ((top + 42, s, "inputs", f"x = ids[{s}:{s + T}]", "tensor"),
+                (top + 80, s + 1, "targets", f"y = ids[{s + 1}:{s + T + 1}]", "new"))
+        for cy, first, name, what, style in rows:
+            for i in range(first, first + T):
+                f.cell(Rect(col[i] - pitch / 2 + 2, cy - 15, pitch - 4, 30), [str(ids[i])],
+                       style, size=12)
+            if w == 0:
+                f.label(col[first + T] - pitch / 2 + 12, cy, f"{name}: {what}", anchor="start")
+            else:
+                f.label(col[first] - pitch / 2 - 10, cy, f"{name}: {what}", anchor="end")
+    f.arrow((col[0] - pitch / 2 + 2, 264), (col[stride] - pitch / 2 + 2, 264))
+    f.label(col[stride] - pitch / 2 + 10, 264, f"stride = {stride}: the next window starts "
+            f"{stride} tokens later", anchor="start", colour=MUTED)
+    f.rule(20, 700, 412)
+    f.label(360, 434, "5,145 tokens: (5145 − 8 − 1) // 4 + 1 = 1,285 windows; "
+            "stride 4 < T, so neighbours share targets")
+    return f
+
+
+def _window_plan(n_targets: int, context: int, stride: int) -> list[tuple[int, int]]:
+    """Chapter 8's window_plan: (start, new) per window; it scores its last `new` targets."""
+    T = min(context, n_targets)
+    plan, scored = [(0, T)], T
+    while scored < n_targets:
+        end = min(scored + stride, n_targets)
+        plan.append((end - T, end - scored))
+        scored = end
+    return plan
+
+
+def strided_windows() -> Figure:
+    """Chapter 8's sliding-window evaluation: overlapping windows, only new targets scored."""
+    n_targets, T, S = 10, 4, 2
+    plan = _window_plan(n_targets, T, S)
+    f = Figure("strided_windows", 720, 494, "Strided perplexity windows",
+               "Eleven tokens, ids[0] to ids[10], give ten targets: target t is ids[t + 1], "
+               "predicted at position t. Windows of T = 4 tokens advance by the stride S = 2, "
+               "as window_plan(10, context=4, stride=2) = [(0, 4), (2, 2), (4, 2), (6, 2)] "
+               "says. The first window reads ids[0:4] and scores all four of its predictions, "
+               "targets 0 to 3. Each later window reads T tokens but scores only its last S "
+               "predictions, the new ones: ids[2:6] scores targets 4 and 5, ids[4:8] targets 6 "
+               "and 7, ids[6:10] targets 8 and 9; its first T - S predictions were scored "
+               "already and are only context. Every target is scored exactly once, and after "
+               "the first window each with at least T - S = 2 tokens of context. The book uses "
+               "T = 64 and strides from 64 down to 2.")
+    pitch, left = 44, 212
+    col = [left + pitch * (i + 0.5) for i in range(n_targets + 1)]
+    f.label(20, 22, f"window_plan({n_targets}, context={T}, stride={S}) = "
+            + ", ".join(f"({s}, {n})" for s, n in plan).join("[]")
+            + ": (start, new predictions scored)", anchor="start", colour=MUTED)
+    f.legend(20, 52, [("new", "prediction scored here"),
+                      ("cached", "read as context, its prediction not scored")])
+
+    def cells(cy: float, first: int, texts: list[str], styles: list[str]) -> None:
+        for i, (text, style) in enumerate(zip(texts, styles)):
+            f.cell(Rect(col[first + i] - pitch / 2 + 2, cy - 15, pitch - 4, 30), [text], style,
+                   size=12)
+
+    f.label(20, 100, "tokens: ids[i]", anchor="start", bold=True)
+    cells(100, 0, [str(i) for i in range(n_targets + 1)], ["tensor"] * (n_targets + 1))
+    for w, (start, new) in enumerate(plan):
+        cy = 156 + 56 * w
+        f.label(20, cy - 9, f"reads ids[{start}:{start + T}]", anchor="start")
+        scored = range(start + T - new, start + T)
+        what = (f"scores targets {scored[0]}–{scored[-1]}" if new > S
+                else f"scores targets {scored[0]}, {scored[-1]}")
+        f.label(20, cy + 10, what, anchor="start", colour=MUTED)
+        cells(cy, start, [str(i) for i in range(start, start + T)],
+              ["new" if i in scored else "cached" for i in range(start, start + T)])
+        if w:
+            x0, x1 = col[start - S] - pitch / 2 + 2, col[start] - pitch / 2 + 2
+            f.arrow((x0, cy - 25), (x1, cy - 25))
+        if w == 1:
+            f.label(x1 + 8, cy - 25, f"stride S = {S}", anchor="start", colour=MUTED, size=12)
+    last = 156 + 56 * len(plan)
+    f.label(20, last - 5, "targets t", anchor="start", bold=True)
+    f.label(20, last + 14, "= ids[t + 1], each once", anchor="start", colour=MUTED)
+    cells(last + 4, 0, [str(t) for t in range(n_targets)], ["tensor"] * n_targets)
+    f.rule(20, 700, last + 42)
+    f.lines(360, last + 80, ["The book: T = block_size = 64 and strides 64, 32, …, 2 on the "
+                             "validation text.",
+                             "Stride 32 gives 2.2399 bits/char, fixed windows (stride 64) "
+                             "2.2551, at twice the forward passes."])
+    return f
+
+
+def classify_last_token() -> Figure:
+    """Chapter 6's classifier: a right-padded batch, read at each row's last real token."""
+    # The two messages of chapter 6's demo in its 1,024-token BPE (leading spaces dropped).
+    rows = [["F", "ree", "␣", "ent", "ry", "!", "T", "x", "t", "W", "IN", "to", "␣", "8", "0",
+             "0", "8", "6"],
+            ["o", "k", "see", "you", "l", "at", "er"]]
+    T, pad = max(len(r) for r in rows), 1023
+    lengths = [len(r) for r in rows]
+    f = Figure("classify_last_token", 720, 470, "Reading the class at the last real token",
+               "Chapter 6's demo batch: Free entry! Txt WIN to 80086 is 18 tokens long and ok "
+               "see you later 7, so pad_batch right-pads the second row with <|endoftext|>, id "
+               "1023, to T = 18, and returns lengths 18 and 7. The GPT, whose lm_head is "
+               "replaced by a Linear(n_embd, 2), gives two logits at every position, a tensor "
+               "of shape (2, 18, 2). The classifier reads each row at its last real token, "
+               "position lengths - 1: position 17 in row 0 and position 6 in row 1, not row "
+               "1's last position, which is padding. The two rows of class logits, shape "
+               "(2, 2), give ham or spam. With causal attention position 6 sees tokens 0 to 6 "
+               "only, so the padding after it changes nothing.")
+    pitch, left = 33, 86
+    col = [left + pitch * (t + 0.5) for t in range(T)]
+    f.label(20, 22, "pad_batch([“Free entry! Txt WIN to 80086”, “ok see you later”], "
+            f"pad_id={pad}): lengths {lengths}", anchor="start", colour=MUTED)
+    f.legend(20, 50, [("new", "read: the last real token"),
+                      ("cached", f"padding, <|endoftext|> = {pad}"),
+                      ("empty", "computed, never read")])
+    f.label(20, 80, "position", anchor="start", colour=MUTED, size=12)
+    for t in range(T):
+        f.label(col[t], 80, str(t), colour=MUTED, size=12)
+
+    def cell(t: int, cy: float, texts: list[str], style: str) -> Rect:
+        return f.cell(Rect(col[t] - pitch / 2 + 2, cy - 14, pitch - 4, 28), texts, style, size=12)
+
+    ids_y = [106, 140]
+    for r, (pieces, cy) in enumerate(zip(rows, ids_y)):
+        f.label(20, cy, f"row {r}", anchor="start", bold=True)
+        for t in range(T):
+            cell(t, cy, [pieces[t]] if t < len(pieces) else [], "tensor" if t < len(pieces)
+                 else "cached")
+    gpt = f.box(left + pitch * T / 2, 206, 420, 40,
+                ["gpt(idx): causal blocks, then lm_head = Linear(n_embd, 2)"], "layer")
+    f.arrow((gpt.cx, ids_y[1] + 14), (gpt.cx, gpt.y))
+    f.label(gpt.cx + 8, (ids_y[1] + 14 + gpt.y) / 2, "idx: (2, 18)", anchor="start",
+            colour=MUTED)
+    z_y = [278, 312]
+    f.arrow((gpt.cx, gpt.bottom), (gpt.cx, z_y[0] - 14))
+    f.label(gpt.cx + 8, (gpt.bottom + z_y[0] - 14) / 2, "logits at every position: "
+            "(2, 18, 2)", anchor="start", colour=MUTED)
+    for r, cy in enumerate(z_y):
+        f.label(20, cy, f"row {r}", anchor="start", bold=True)
+        for t in range(T):
+            last = t == lengths[r] - 1
+            cell(t, cy, ["z"] if t < lengths[r] else [],
+                 "new" if last else "tensor" if t < lengths[r] else "empty")
+    out = f.box(390, 394, 390, 48, ["class logits (2, 2): logits[arange(B), lengths − 1]",
+                                    "argmax: ham or spam"], "op")
+    f.arrow((col[lengths[1] - 1], z_y[1] + 14), (col[lengths[1] - 1], out.y))
+    f.label(col[lengths[1] - 1] - 8, 350, f"row 1: position {lengths[1] - 1}", anchor="end",
+            colour=MUTED)
+    rail = left + pitch * T + 10
+    f.arrow((col[T - 1] + pitch / 2 - 2, z_y[0]), (rail, z_y[0]), (rail, out.cy),
+            (out.right, out.cy))
+    f.label(rail - 8, 350, f"row 0: position {lengths[0] - 1}", anchor="end", colour=MUTED)
+    f.label(360, 446, "Row 1's last position holds padding; causal attention keeps the "
+            "padding out of positions 0–6.", colour=MUTED)
+    return f
+
+
+def instruction_masking() -> Figure:
+    """Chapter 7's collate: inputs, shifted targets, the prompt and the padding set to -100."""
+    n_prompt, n_response, T = 84, 21, 107
+    eot = n_prompt + n_response            # the example's <|endoftext|> is ids[105]
+    # Columns: positions t of chapter 7's example ("Name a mammal that lays eggs."), its pieces
+    # in the 1,024-token BPE (leading spaces dropped, ↵ = newline); None is a gap.
+    pieces = {0: "B", 1: "el", 2: "ow", 82: ":", 83: "↵", 84: "A", 85: "m", 86: "am",
+              103: "us", 104: ".", 105: "eot"}
+    cols = [0, 1, None, 82, 83, 84, 85, None, 103, 104, 105, 106]
+    f = Figure("instruction_masking", 720, 460, "Masking the prompt with -100",
+               "Chapter 7's first test example, Name a mammal that lays eggs. with the "
+               "response A mammal that lays eggs is the platypus., is a prompt of 84 tokens "
+               "(ids 0 to 83: the header, ### Instruction:, the instruction and ### "
+               "Response:), a response of 21 tokens (ids 84 to 104) and <|endoftext|> (id "
+               "105), in a batch padded to 107 positions. The input at position t is ids[t]; "
+               "positions 105 and 106 are padding. The target at t is ids[t + 1], so position "
+               "83, whose input is the prompt's last token, has the response's first token A "
+               "as its target, and position 104 has <|endoftext|>. Without masking every "
+               "target up to 104 counts and the padding targets are -100. With "
+               "mask_prompt=True the first n_prompt - 1 = 83 targets, positions 0 to 82, "
+               "become -100 as well, so the loss counts only the response and its "
+               "<|endoftext|>.")
+    pitch, left = 48, 126
+    x = {c: left + pitch * (i + 0.5) for i, c in enumerate(cols) if c is not None}
+    gaps = [left + pitch * (i + 0.5) for i, c in enumerate(cols) if c is None]
+    f.label(20, 22, "collate(batch, pad_id=eot, mask_prompt=…): one row; eot = <|endoftext|>, "
+            "↵ = newline", anchor="start", colour=MUTED)
+    f.legend(20, 50, [("new", "target in the loss"), ("cached", "padding input"),
+                      ("empty", "−100: ignored by the loss")])
+
+    def bracket(first: int, last: int, y: float, text: str) -> None:
+        x0, x1 = x[first] - pitch / 2 + 2, x[last] + pitch / 2 - 2
+        f.arrow((x0, y + 5), (x0, y), (x1, y), (x1, y + 5), head=False)
+        f.label((x0 + x1) / 2, y - 12, text)
+
+    f.label(20, 80, "prompt = the header, “### Instruction:”, the instruction, "
+            "“### Response:”, with their newlines", anchor="start", colour=MUTED)
+    bracket(0, n_prompt - 1, 122, f"prompt: ids 0–{n_prompt - 1}")
+    bracket(n_prompt, eot - 1, 122, f"response: {n_response} tokens")
+    bracket(eot, T - 1, 122, "padding")
+    f.label(20, 144, "position t", anchor="start", colour=MUTED, size=12)
+    for t, cx in x.items():
+        f.label(cx, 144, str(t), colour=MUTED, size=12)
+
+    def row(cy: float, name: str, note: str, content: dict[int, tuple[str, str]]) -> None:
+        f.label(20, cy - 9, name, anchor="start", bold=True)
+        f.label(20, cy + 10, note, anchor="start", colour=MUTED, size=12)
+        for t, cx in x.items():
+            text, style = content[t]
+            f.cell(Rect(cx - pitch / 2 + 2, cy - 15, pitch - 4, 30), [text], style, size=12)
+        for gx in gaps:
+            f.label(gx, cy, "…", size=16)
+
+    def target(t: int, masked: bool) -> tuple[str, str]:
+        if t >= eot or (masked and t < n_prompt - 1):
+            return "−100", "empty"
+        return pieces.get(t + 1, "eot"), "new"
+
+    row(180, "inputs x", "x_{t} = ids[t]",
+        {t: ("eot", "cached") if t >= eot else (pieces[t], "tensor") for t in x})
+    row(234, "targets y", "y_{t} = ids[t + 1]", {t: target(t, False) for t in x})
+    row(306, "targets y", "prompt masked", {t: target(t, True) for t in x})
+    f.label(20, 270, "With mask_prompt=True the first n_prompt − 1 = 83 targets, the prompt's, "
+            "become −100 too:", anchor="start", colour=MUTED)
+    first = x[n_prompt - 1]
+    f.arrow((first, 342), (first, 321))
+    f.lines(first, 366, [f"t = {n_prompt - 1}: the last prompt input", "predicts the first "
+                                                                          "response token"],
+            colour=MUTED, size=12)
+    f.arrow((x[eot - 1], 342), (x[eot - 1], 321))
+    f.lines(x[eot - 1] - 30, 366, ["the first eot is a target:", "it teaches the model to stop"],
+            colour=MUTED, size=12)
+    f.rule(20, 700, 400)
+    f.lines(360, 430, ["The loss averages −log p over the blue targets only: with the prompt "
+                       "masked,",
+                       f"the {n_response} response tokens and the first eot; padding is −100 "
+                       "either way."])
+    return f
+
+
+def beam_search() -> Figure:
+    """Chapter 5's beam search on the book's model: the best 2K candidates of each step."""
+    K = 3
+    # Chapter 5's beam_search with num_beams=3 on the book's model from "JULIET:\nO", stop
+    # token newline: each step's 2K best candidates, best first, as (token, summed log p, the
+    # running beam it extends, its fate).
+    steps = [[(",", -0.96, 0, "kept"), ("ur", -2.46, 0, "kept"), ("n", -2.82, 0, "kept"),
+              (" God", -4.10, 0, "pruned"), (" my", -4.27, 0, "pruned"),
+              (" Cl", -4.36, 0, "pruned")],
+             [(" my", -3.69, 0, "kept"), (" I", -4.23, 0, "kept"), ("e", -4.37, 2, "kept"),
+              (" and", -4.52, 0, "pruned"), (" good", -4.67, 0, "pruned"),
+              (" for", -4.75, 0, "pruned")],
+             [(" lord", -4.88, 0, "kept"), (" of", -6.54, 2, "kept"), (" am", -6.65, 1, "kept"),
+              (" will", -6.66, 1, "pruned"), (" good", -6.71, 0, "pruned"),
+              (",", -6.72, 2, "pruned")],
+             [(",", -5.31, 0, "kept"), ("!", -7.48, 0, "kept"), (".", -7.59, 0, "kept"),
+              (";", -7.64, 0, "pruned"), ("?", -7.91, 0, "pruned"), (" the", -8.99, 1, "pruned")],
+             [("\n", -7.89, 2, "finished"), (" and", -7.97, 0, "kept"), (" I", -8.27, 0, "kept"),
+              (" my", -8.27, 0, "kept"), ("\n", -8.74, 1, "pruned"),
+              ("\n", -8.97, 0, "pruned")]]
+    f = Figure("beam_search", 720, 470, "The beam-search tree",
+               "Beam search with num_beams = 3 on the book's model from the prompt JULIET:, "
+               "newline, O, with the newline as stop token. Each of five steps ranks every "
+               "one-token extension of the running beams by its summed log-probability and "
+               "shows the best six. Step 1 keeps ',' (-0.96), 'ur' (-2.46) and 'n' (-2.82). "
+               "Step 2 keeps ' my' (-3.69) and ' I' (-4.23) after the comma and 'e' (-4.37) "
+               "after 'n'; the beam 'ur' has no candidate left and is dropped. Step 3 keeps ' "
+               "lord' (-4.88), ' of' (-6.54) and ' am' (-6.65). Step 4 keeps three extensions "
+               "of ', my lord': ',' (-5.31), '!' (-7.48) and '.' (-7.59), so the other two "
+               "beams end. At step 5 the newline after ', my lord.' is among the three best: "
+               "the hypothesis O, my lord. is finished with log-probability -7.89, the best "
+               "answer chapter 5 prints for length_penalty 0; ' and', ' I' and ' my' after ', my lord,' keep "
+               "running, while two more newlines rank fifth and sixth and are dropped.")
+    show = {" ": "␣", "\n": "↵"}
+
+    def piece(token: str) -> str:
+        return "".join(show.get(ch, ch) for ch in token)
+
+    f.label(20, 22, f"num_beams = {K}, prompt “JULIET:↵O”, stop token ↵; at each step the "
+            f"{2 * K} best extensions by Σ log p", anchor="start", colour=MUTED)
+    f.legend(20, 50, [("new", f"kept: the {K} best running beams"),
+                      ("norm", f"finished: ends in ↵, in the best {K}"), ("empty", "dropped")])
+    w, h, gap, pitch, top = 80, 40, 40, 48, 120
+    root = f.cell(Rect(20, top + pitch * 2.5 - h / 2, w, h), ["prompt", "JULIET:↵O"], "tensor")
+    # Each step's candidates as (row, the row of its parent one step back); the path of the
+    # finished hypothesis is traced back from its node and drawn thick.
+    rows = []
+    for s, candidates in enumerate(steps):
+        kept = [r for r, c in enumerate(steps[s - 1]) if c[3] == "kept"] if s else [None]
+        rows.append([kept[c[2]] for c in candidates])
+    path = set()
+    for s in range(len(steps) - 1, -1, -1):
+        done = [r for r, c in enumerate(steps[s]) if c[3] == "finished"]
+        if done:
+            row = done[0]
+            for back in range(s, -1, -1):
+                path.add((back, row))
+                row = rows[back][row]
+            break
+    styles = {"kept": "new", "finished": "norm", "pruned": "empty"}
+    previous: list[Rect | None] = [root]
+    for s, candidates in enumerate(steps):
+        x = root.right + gap + s * (w + gap)
+        f.label(x + w / 2, 88, f"step {s + 1}", bold=True)
+        nodes = []
+        for r, (token, score, beam, fate) in enumerate(candidates):
+            cy = top + r * pitch
+            node = f.cell(Rect(x, cy - h / 2, w, h),
+                          [piece(token), f"{score:.2f}".replace("-", "−")], styles[fate])
+            parent = previous[rows[s][r]] if s else root
+            bus = parent.right + (gap / 2 if s == 0 else 10 + 10 * beam)
+            f.arrow((parent.right, parent.cy), (bus, parent.cy), (bus, cy), (node.x, cy),
+                    head=False, strong=(s, r) in path)
+            nodes.append(node)
+        previous = nodes
+    f.rule(20, 700, 408)
+    f.lines(360, 438, ["Finished (thick path): “O, my lord.↵”, Σ log p = −7.89, "
+                       "chapter 5's best answer for length_penalty 0.",
+                       "The beam “Our” (ur) gets no place at step 2; at step 4 all three beams "
+                       "extend “, my lord”."])
+    return f
 
 
 def attention_qkv() -> Figure:
@@ -620,6 +1062,12 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "gpt2_model": gpt2_model,
     "training_loop": training_loop,
     "kv_cache": kv_cache,
+    "bpe_merges": bpe_merges,
+    "sliding_windows": sliding_windows,
+    "beam_search": beam_search,
+    "classify_last_token": classify_last_token,
+    "instruction_masking": instruction_masking,
+    "strided_windows": strided_windows,
 }
 
 

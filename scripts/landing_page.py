@@ -40,6 +40,7 @@ class Chapter:
     title: str                # "1. Tokenization and embeddings"
     seconds: float | None     # first cell started -> last cell finished; None if never executed
     modules: tuple[str, ...]  # the gpt2_core modules it exports, in order of first appearance
+    span: tuple[datetime, datetime] | None = None    # when it started and finished
 
 
 def chapter_paths(chapters: Path = CHAPTERS) -> list[Path]:
@@ -53,6 +54,12 @@ def _timestamp(value: str) -> datetime:
 
 def wall_seconds(nb: dict) -> float | None:
     """Seconds from the first code cell's execute_input to the last idle/execute_reply, if recorded."""
+    span = execution_span(nb)
+    return None if span is None else (span[1] - span[0]).total_seconds()
+
+
+def execution_span(nb: dict) -> tuple[datetime, datetime] | None:
+    """When the first code cell started and the last one finished, if recorded."""
     starts, ends = [], []
     for cell in nb["cells"]:
         execution = cell.get("metadata", {}).get("execution", {})
@@ -61,7 +68,15 @@ def wall_seconds(nb: dict) -> float | None:
         ends += [_timestamp(execution[k]) for k in ("iopub.status.idle", "shell.execute_reply") if k in execution]
     if not starts or not ends:
         return None
-    return (max(ends) - min(starts)).total_seconds()
+    return min(starts), max(ends)
+
+
+def in_reading_order(chapters: list[Chapter]) -> bool:
+    """Whether every chapter ran, each one after the one before it had finished."""
+    spans = [c.span for c in chapters]
+    if not spans or any(span is None for span in spans):
+        return False
+    return all(before[1] <= after[0] for before, after in zip(spans, spans[1:]))
 
 
 def read_chapter(path: Path, root: Path = ROOT) -> Chapter:
@@ -70,12 +85,20 @@ def read_chapter(path: Path, root: Path = ROOT) -> Chapter:
     title = next(line[2:].strip() for cell in nb["cells"] if cell["cell_type"] == "markdown"
                  for line in cell_source(cell).splitlines() if line.startswith("# "))
     modules = tuple(dict.fromkeys(c.module for c in marked_cells(path, root)))
-    return Chapter(path.stem, title, wall_seconds(nb), modules)
+    return Chapter(path.stem, title, wall_seconds(nb), modules, execution_span(nb))
 
 
 def plumbing_modules(package: Path = PACKAGE) -> list[str]:
     """Hand-written modules of the package (no exporter header), `__init__` left out."""
     return sorted(p.stem for p in package.glob("*.py") if p.stem != "__init__" and not is_generated(p))
+
+
+def pinned_torch(constraints: Path = ROOT / "requirements" / "constraints.txt") -> str | None:
+    """The torch version in the pins, e.g. "2.13.0"."""
+    if not constraints.is_file():
+        return None
+    match = re.search(r"^torch==([\w.+]+)", constraints.read_text(encoding="utf-8"), re.MULTILINE)
+    return match.group(1) if match else None
 
 
 def format_seconds(seconds: float | None, missing: str = "not executed") -> str:
@@ -107,14 +130,27 @@ def render_times(chapters: list[Chapter], gpu: dict | None) -> str:
              "Wall time to run each notebook top to bottom in a fresh kernel. The CPU column is read from",
              "the execution timestamps saved in the committed notebooks (first cell started to last cell",
              "finished), so it is the run whose outputs you see in this book; {doc}`chapter 0 <../chapters/00_setup>`",
-             "prints the machine it ran on. The chapters ran in reading order from an empty model cache:",
-             "chapter 4's time includes training the book's model, and chapter 7's training its variant",
-             "with a 256-token context. Run again, the chapters load both from the cache in a second."]
+             "prints the machine it ran on."]
+    if in_reading_order(chapters):
+        lines += ["The chapters ran one after the other in reading order, from an empty model cache, so",
+                  "the first chapter that needs a model includes training it: chapter 2 the book's model",
+                  "(to show its attention heads; chapter 4 teaches how it is trained), chapter 4 the Brown",
+                  "Corpus model, chapter 7 the variant with a 256-token context. Run again, the chapters",
+                  "load them from the cache in a second."]
+    else:
+        lines += ["The chapters were not all run in one pass in reading order: they ran separately, some",
+                  "while other work shared the same two cores, so read these times as upper bounds, and",
+                  "a chapter's time may include training a model that an earlier chapter would otherwise",
+                  "have cached."]
     if gpu:
         lines += [f"The GPU column is `python -m benchmarks.chapter_times` on one {gpu['device']}",
                   f"({gpu.get('cpu_cores', '?')} CPU cores, torch {gpu.get('torch', '?')}, {gpu.get('date', '?')}),",
                   "also from an empty cache. Chapters 4 and 6 to 8 train and evaluate on the GPU that",
                   "`pick_device` finds; the other chapters' work is small and stays on the CPU."]
+        pinned = pinned_torch()
+        if pinned and not str(gpu.get("torch", "")).startswith(pinned):
+            lines += [f"That run used torch {gpu.get('torch', '?')}, not the {pinned} that this book pins,",
+                      "so the GPU times are indicative."]
     lines += ["", f"| chapter | CPU | {gpu_header} |", "|---|---|---|"]
     for c in chapters:
         lines.append(f"| {{doc}}`{c.title} <../chapters/{c.stem}>` | {format_seconds(c.seconds)} | "

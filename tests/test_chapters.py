@@ -247,3 +247,99 @@ def test_uncompared_cell_check_on_a_sample(tmp_path):
     nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
     assert unasserted_ignored_cells(path) == ["09_demo.ipynb: cell 2 is not compared by nbval and asserts nothing",
                                               "09_demo.ipynb: cell 3 uses the comment marker; tag it 'nbval-ignore-output'"]
+
+
+FOLDED = {"hide-input", "hide-cell", "remove-input", "remove-cell"}
+LONGEST_VISIBLE_CELL = 60
+
+
+def long_visible_cells(notebook: Path, limit: int = LONGEST_VISIBLE_CELL) -> list[str]:
+    """Code cells a reader sees unfolded that are longer than `limit` lines (markers not counted)."""
+    problems = []
+    for index, cell in enumerate(nbformat.read(notebook, as_version=4).cells):
+        if cell.cell_type != "code" or FOLDED & set(cell.metadata.get("tags", [])):
+            continue
+        lines = [line for line in cell.source.splitlines() if not nbexport.MARKER.match(line)]
+        if len(lines) > limit:
+            problems.append(f"{notebook.name}: cell {index} shows {len(lines)} lines "
+                            f"(fold it with 'hide-input' or split it)")
+    return problems
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda p: p.stem)
+def test_visible_code_cells_fit_a_screen(notebook):
+    problems = long_visible_cells(notebook)
+    assert not problems, "\n".join(problems)
+
+
+def test_long_cell_check_on_a_sample(tmp_path):
+    long = "\n".join(f"x{i} = {i}" for i in range(61))
+    cells = [nbformat.v4.new_code_cell(long),
+             nbformat.v4.new_code_cell(long, metadata={"tags": ["hide-input"]}),
+             nbformat.v4.new_code_cell("#| export demo\n" + "\n".join(long.splitlines()[:60]))]
+    path = tmp_path / "09_demo.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    assert long_visible_cells(path) == [
+        "09_demo.ipynb: cell 0 shows 61 lines (fold it with 'hide-input' or split it)"]
+
+
+TIMED = re.compile(r"perf_counter|process_time|monotonic|time\(\)|\w*seconds\w*|elapsed\w*|"
+                   r"wall\w*|\w+_s")
+
+
+def is_time(node: ast.AST) -> bool:
+    """`node` reads a clock or a variable named like a duration (strings do not count)."""
+    names = [n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node)
+             if isinstance(n, (ast.Name, ast.Attribute))]
+    return any(TIMED.fullmatch(name) or TIMED.fullmatch(name + "()") for name in names)
+
+
+def bounds_a_time(compare: ast.Compare) -> bool:
+    """`compare` orders a time against a bound other than zero (`t < 60`, `limit > elapsed`)."""
+    operands = [compare.left, *compare.comparators]
+    for op, left, right in zip(compare.ops, operands, operands[1:]):
+        if not isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)):
+            continue
+        for time_side, other in ((left, right), (right, left)):
+            zero = isinstance(other, ast.Constant) and other.value == 0
+            if is_time(time_side) and not zero:
+                return True
+    return False
+
+
+def timed_assertions(source: str) -> list[str]:
+    """The `assert` statements of `source` that hold a time to a limit."""
+    return [ast.unparse(node) for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Assert)
+            and any(isinstance(c, ast.Compare) and bounds_a_time(c) for c in ast.walk(node.test))]
+
+
+def notebook_code(notebook: Path) -> list[tuple[int, str]]:
+    """(index, source) of each code cell, IPython magics left out so that `ast` can parse it."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    return [(i, "\n".join(line for line in c.source.splitlines()
+                          if not line.lstrip().startswith(("%", "!"))))
+            for i, c in enumerate(cells) if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda p: p.stem)
+def test_no_cell_asserts_on_time(notebook):
+    """Time depends on the machine and its load: cells print it and never assert on it."""
+    problems = [f"{notebook.name}: cell {i}: {a}"
+                for i, source in notebook_code(notebook) for a in timed_assertions(source)]
+    assert not problems, "\n".join(problems)
+
+
+def test_no_test_asserts_on_time():
+    problems = [f"{path.name}: {a}" for path in sorted((ROOT / "tests").rglob("test_*.py"))
+                for a in timed_assertions(path.read_text(encoding="utf-8"))]
+    assert not problems, "\n".join(problems)
+
+
+def test_timed_assertion_check_on_a_sample():
+    source = ("assert train_seconds < 60\nassert loss < 3\nassert elapsed_s >= 0\n"
+              "assert time.perf_counter() - t0 < 5\nassert 300 > cpu_seconds / threads\n"
+              "assert sorted(elapsed) == elapsed")
+    assert timed_assertions(source) == ["assert train_seconds < 60",
+                                        "assert time.perf_counter() - t0 < 5",
+                                        "assert 300 > cpu_seconds / threads"]

@@ -70,7 +70,7 @@ def test_cut_pieces_tokenize_exactly_like_the_whole_text(piece_chars):
     encode = gpt2_tokenizer().encode_ordinary
     for size in (1, 2, 3, 5, 8):
         chunks = (text[i:i + size] for i in range(0, len(text), size))
-        pieces = list(corpora.split_text(chunks, piece_chars=piece_chars))
+        pieces = list(corpora.text_pieces(chunks, piece_chars=piece_chars))
         assert "".join(p for p, _ in pieces) == text and len(pieces) > 5
         assert [last for _, last in pieces] == [False] * (len(pieces) - 1) + [True]
         assert sum((encode(p) for p, _ in pieces), []) == encode(text), size
@@ -82,7 +82,7 @@ def test_separator_cuts_documents_even_across_chunks(separator):
     for size in (1, 2, 3, 100):
         chunks = (text[i:i + size] for i in range(0, len(text), size))
         documents, current = [], ""
-        for piece, last in corpora.split_text(chunks, separator, piece_chars=2):
+        for piece, last in corpora.text_pieces(chunks, separator, piece_chars=2):
             current += piece
             if last:
                 documents.append(current)

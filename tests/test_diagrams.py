@@ -12,7 +12,9 @@ spec = importlib.util.spec_from_file_location("diagrams", ROOT / "scripts" / "di
 diagrams = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(diagrams)
 
-NAMES = ["attention_qkv", "multi_head", "prenorm_block", "gpt2_model", "training_loop", "kv_cache"]
+NAMES = ["attention_qkv", "multi_head", "prenorm_block", "gpt2_model", "training_loop", "kv_cache",
+         "bpe_merges", "sliding_windows", "beam_search", "classify_last_token",
+         "instruction_masking", "strided_windows"]
 SVG = "{http://www.w3.org/2000/svg}"
 
 

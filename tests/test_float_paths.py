@@ -12,10 +12,23 @@ SAME = {"cpu capability": "AVX2", "matmul": "a", "softmax": "b", "layer_norm": "
         "training": "e"}
 
 
-def test_mkl_is_switched_down_only_on_avx512():
-    assert float_paths.candidates({"cpu capability": "AVX512"}) == {
-        "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
-    assert float_paths.candidates({"cpu capability": "AVX2"}) == {"ATEN_CPU_CAPABILITY": "default"}
+def test_an_avx512_cpu_tries_the_avx2_kernels_first():
+    assert float_paths.candidates({"cpu capability": "AVX512"}) == [
+        {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+        {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}]
+    assert float_paths.candidates({"cpu capability": "AVX2"}) == [{"ATEN_CPU_CAPABILITY": "default"}]
+
+
+def test_the_next_candidate_is_tried_when_one_changes_nothing(monkeypatch, capsys):
+    def probe(extra):
+        if extra.get("ATEN_CPU_CAPABILITY") == "default":
+            return {**SAME, "cpu capability": "AVX512", "training": "f"}
+        return {**SAME, "cpu capability": "AVX512"}
+
+    monkeypatch.setattr(float_paths, "probe", probe)
+    assert float_paths.main(["--env"]) == 0
+    assert capsys.readouterr().out.strip() == \
+        "ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=AVX2"
 
 
 def test_switches_that_change_nothing_fail(monkeypatch, capsys):

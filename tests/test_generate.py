@@ -455,3 +455,95 @@ def test_playground_settings_are_checked(byte_model):
 
     with pytest.raises(TypeError, match="unknown setting 'top_q'"):
         Playground(byte_model, ByteTokenizer(), top_q=0.5)
+
+
+# --- the tuned weight layout (tune_layout) and int8 weights (quantize_model) -------------------------------
+@pytest.fixture
+def forced_plans(monkeypatch):
+    """A fresh PLANS table, so that a test can force each kernel in turn."""
+    plans = {}
+    monkeypatch.setattr(generate_module, "PLANS", plans)
+    return plans
+
+
+@pytest.mark.parametrize("kernel", sorted(generate_module.KERNELS))
+def test_every_kernel_decodes_as_the_weights_as_stored(kernel, forced_plans):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=40, n_layer=2, n_head=2, n_embd=32)).eval()
+    state = {k: (v.clone(), v.stride(), v.data_ptr()) for k, v in model.state_dict().items()}
+    prompts = random_prompts(50, [6, 3])
+    plain = generate(model, prompts, 10, tune_layout=False)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            forced_plans[generate_module.plan_key(m.weight)] = kernel
+    tuned = generate(model, prompts, 10)
+    assert tuned.sequences == plain.sequences
+    assert list(stream(model, prompts[0], 10, do_sample=True, seed=3)) == \
+        generate(model, prompts[0], 10, do_sample=True, seed=3, tune_layout=False).sequences[0]
+    assert generate(model, prompts[0], 6, num_beams=3).sequences == \
+        generate(model, prompts[0], 6, num_beams=3, tune_layout=False).sequences
+    assert all(type(m) is not generate_module.TunedLinear for m in model.modules())   # restored
+    for k, v in model.state_dict().items():   # the model's own tensors are untouched
+        assert torch.equal(v, state[k][0]) and (v.stride(), v.data_ptr()) == state[k][1:], k
+
+
+def test_tune_layout_measures_each_shape_once_per_process(forced_plans, monkeypatch):
+    calls = []
+    measure = generate_module.measure
+    monkeypatch.setattr(generate_module, "measure", lambda modules: calls.append(len(modules)) or measure(modules))
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+    plan = generate_module.tune_layout(model)
+    assert set(plan) == {"48 x 16", "16 x 16", "64 x 16", "16 x 64", "50 x 16"}
+    assert set(plan.values()) <= set(generate_module.KERNELS)
+    assert sorted(calls) == [1, 2, 2, 2, 2]       # the head once, the other shapes once per layer
+    generate_module.tune_layout(model)
+    generate(GPT(model.config).eval(), [1, 2], 3)  # another model of the same shapes
+    assert len(calls) == 5
+
+
+def test_tuned_layers_train_exactly_as_nn_linear(forced_plans):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 8)
+    forced_plans[generate_module.plan_key(layer.weight)] = "transposed, split"
+    x = torch.randn(2, 16)
+    with generate_module.tuned(torch.nn.Sequential(layer)):
+        assert type(layer) is generate_module.TunedLinear
+        y = layer(x)                                   # autograd on: exactly F.linear
+        assert torch.equal(y, torch.nn.functional.linear(x, layer.weight, layer.bias))
+        y.sum().backward()
+        with torch.no_grad():                          # the tuned kernel: equal up to rounding
+            assert torch.allclose(layer(x), y, atol=1e-6)
+    assert type(layer) is torch.nn.Linear and layer.weight.grad is not None
+
+
+def test_quantize_int8_is_symmetric_per_output_channel():
+    torch.manual_seed(0)
+    w = torch.randn(6, 20) * torch.tensor([1e-3, 0.1, 1.0, 10.0, 0.5, 2.0])[:, None]
+    w[5] = 0.0
+    q, scale = generate_module.quantize_int8(w)
+    assert q.dtype == torch.int8 and scale.dtype == torch.float32 and scale.shape == (6,)
+    assert q[:5].abs().amax(dim=1).tolist() == [127] * 5 and q[5].abs().max() == 0
+    error = (q.float() * scale[:, None] - w).abs()
+    assert (error <= scale[:, None] * (0.5 + 1e-4)).all()          # at most half a step per weight
+    assert torch.equal(generate_module.quantize_int8(-w)[0], -q)    # symmetric: no zero point
+
+
+def test_quantize_model_replaces_every_linear_and_keeps_the_original():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    int8 = generate_module.quantize_model(model)
+    layers = [m for m in int8.modules() if isinstance(m, generate_module.Int8Linear)]
+    assert len(layers) == 4 * 2 + 1 and isinstance(int8.lm_head, generate_module.Int8Linear)
+    assert not any(type(m) is torch.nn.Linear for m in int8.modules())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    x = torch.randn(3, 32)
+    with torch.inference_mode():
+        for layer in layers[:3]:
+            reference = torch.nn.functional.linear(x, layer.dequantized(), layer.bias)
+            assert ((layer(x) - reference).norm() / reference.norm()).item() < 0.03
+        idx = torch.randint(0, 64, (2, 16))
+        fp32, q = model(idx), int8(idx)
+    assert ((q - fp32).norm() / fp32.norm()).item() < 0.05
+    out = generate(int8, random_prompts(64, [5, 2]), 6)
+    assert out.tokens.shape == (2, 6)

@@ -80,3 +80,19 @@ def test_a_chapter_with_a_failed_cell_has_no_gpu_time(tmp_path):
     intro, _ = landing_page.render(book / "chapters", book / "pkg", gpu, landing_page.BEGIN + landing_page.END)
     assert "| 2 min 05 s | a cell failed |" in intro and "| 3 s |" in intro
     assert "| **all chapters** | **incomplete** | incomplete |" in intro
+
+
+def test_reading_order_is_claimed_only_when_the_timestamps_show_it():
+    def chapter(stem: str, start: str, end: str) -> landing_page.Chapter:
+        span = (landing_page.datetime.fromisoformat(start), landing_page.datetime.fromisoformat(end))
+        return landing_page.Chapter(stem, stem, 1.0, (), span)
+
+    first = chapter("00_a", "2026-12-01T10:00:00", "2026-12-01T10:01:00")
+    second = chapter("01_b", "2026-12-01T10:01:05", "2026-12-01T10:02:00")
+    earlier = chapter("01_b", "2026-12-01T09:00:00", "2026-12-01T09:01:00")
+    assert landing_page.in_reading_order([first, second])
+    assert not landing_page.in_reading_order([first, earlier])
+    assert not landing_page.in_reading_order([first, landing_page.Chapter("01_b", "b", None, ())])
+    ordered = landing_page.render_times([first, second], None)
+    assert "one after the other in reading order" in ordered
+    assert "not all run in one pass" in landing_page.render_times([first, earlier], None)

@@ -75,3 +75,16 @@ def test_long_names_may_break_after_dots_and_before_parentheses():
     assert (performance_page.breakable("torch.nn.attention.sdpa_kernel([FLASH_ATTENTION]), 2.5.1")
             == "torch.<wbr>nn.<wbr>attention.<wbr>sdpa_kernel<wbr>([FLASH_ATTENTION]), 2.5.1")
     assert performance_page.breakable("decode_layout() speed-up") == "decode_layout() speed-up"
+
+
+def test_a_hand_written_note_follows_its_table(tmp_path):
+    results, notes = tmp_path / "results", tmp_path / "notes"
+    results.mkdir()
+    notes.mkdir()
+    record = {"benchmark": "demo", "date": "2026-01-02",
+              "machine": {"cpu": "x86_64", "cores": 2, "torch_threads": 2, "torch": "2.13.0"},
+              "figures": [{"metric": "speed", "value": 1.5, "reference": "theirs", "goal": ">= 1.25"}]}
+    (results / "demo.json").write_text(json.dumps(record))
+    (notes / "demo.md").write_text("\n### What the speed means\n\nIt is a ratio.\n")
+    assert performance_page.render(results).endswith("| speed | 1.5 | theirs |\n\n### What the speed means\n\n"
+                                                      "It is a ratio.\n")

@@ -4,8 +4,10 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from gpt2_core import data
+from gpt2_core.checkpoint import save_checkpoint
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.pretrained import BOOK_RECIPE, Recipe
 from gpt2_core.configs import config_diff, config_from_dict
@@ -70,8 +72,10 @@ def test_resume_requires_the_same_config_and_names_the_differences(tmp_path):
 def test_resume_drops_metrics_logged_after_the_newest_checkpoint(tmp_path):
     run = Run.create(tmp_path, "pretrain", RECIPE)
     logged(run, range(1, 8))                                # killed at step 7; the last checkpoint is 5
+    model = torch.nn.Linear(2, 2)
     for step in (3, 5):
-        (run.checkpoints / f"ckpt-{step:07d}").mkdir(parents=True)
+        save_checkpoint(run.checkpoints, model=model, optimizer=torch.optim.SGD(
+            model.parameters()), step=step, config={})
     resumed = Run.create(tmp_path, "pretrain", RECIPE, resume=True)
     assert [r["step"] for r in resumed.metrics()] == [1, 2, 3, 4, 5] and resumed.last_step == 5
     logged(resumed, [6, 7, 8])

@@ -437,3 +437,11 @@ def test_the_checks_have_something_to_check(html_dir):
     assert 'class="math notranslate nohighlight"' in text
     notebooks = [page for page in PAGES if (ROOT / page).with_suffix(".ipynb").is_file()]
     assert notebooks, "no chapter page found, so no launch button was checked"
+
+
+def test_chapter_pages_hide_the_exporter_markers(html_dir):
+    """`#| export MODULE` lines stay in the notebooks but not on the pages (export_markers.py)."""
+    pages = sorted((html_dir / "chapters").glob("*.html"))
+    assert pages, "no chapter page was built"
+    shown = [page.name for page in pages if "#| export" in page.read_text(encoding="utf-8")]
+    assert not shown, f"pages showing '#| export' lines: {shown}"

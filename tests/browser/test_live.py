@@ -175,6 +175,20 @@ def test_beam_search_in_the_page_gives_generates_tokens(page, book):
         assert tokens == generate(model, prompt, **options).sequences[0]
 
 
+def test_beam_search_stopped_early_keeps_the_best_running_beam(page, book):
+    """Stopped after two steps, before any beam ends: the text so far, not nothing."""
+    _, tokenizer = book
+    prompt = tokenizer.encode(PROMPTS[1])
+    got = run_js(page, """
+      window.bookModel = window.bookModel || await live.model.LiveModel.load();
+      const forward = rows => bookModel.forward(rows);
+      let steps = 0, shown = null;
+      const tokens = await live.sampler.beamSearch(forward, ids, {numBeams: 3, maxNewTokens: 40},
+        best => { steps++; shown = best; }, () => steps >= 2);
+      return {tokens, shown};""", ids=prompt)
+    assert len(got["tokens"]) == 2 and got["tokens"] == got["shown"]
+
+
 def test_sampling_in_the_page_repeats_with_its_seed(page, book):
     _, tokenizer = book
     prompt = tokenizer.encode(PROMPTS[0])

@@ -238,5 +238,6 @@ export async function beamSearch(forward, prompt, options, onStep = () => {},
     if (!improvable || allFull || ends.every(Boolean) || shouldStop()) break;
     logits = await forward(running);
   }
-  return done[0].slice(P, P + doneLen[0]);
+  // stopped before any beam finished: the best running beam is the answer so far
+  return doneFlag[0] ? done[0].slice(P, P + doneLen[0]) : running[0].slice(P);
 }
