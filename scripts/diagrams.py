@@ -20,6 +20,8 @@ from html import escape
 from itertools import pairwise
 from pathlib import Path
 
+from gpt2_core.evaluate import window_plan   # the diagram draws chapter 8's own plan
+
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "book" / "images"
 
@@ -452,21 +454,10 @@ def sliding_windows() -> Figure:
     return f
 
 
-def _window_plan(n_targets: int, context: int, stride: int) -> list[tuple[int, int]]:
-    """Chapter 8's window_plan: (start, new) per window; it scores its last `new` targets."""
-    T = min(context, n_targets)
-    plan, scored = [(0, T)], T
-    while scored < n_targets:
-        end = min(scored + stride, n_targets)
-        plan.append((end - T, end - scored))
-        scored = end
-    return plan
-
-
 def strided_windows() -> Figure:
     """Chapter 8's sliding-window evaluation: overlapping windows, only new targets scored."""
     n_targets, T, S = 10, 4, 2
-    plan = _window_plan(n_targets, T, S)
+    plan = window_plan(n_targets, T, S)
     f = Figure("strided_windows", 720, 494, "Strided perplexity windows",
                "Eleven tokens, ids[0] to ids[10], give ten targets: target t is ids[t + 1], "
                "predicted at position t. Windows of T = 4 tokens advance by the stride S = 2, "
