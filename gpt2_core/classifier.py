@@ -374,16 +374,15 @@ def predict(
 def train_classifier(
     classifier: GPTClassifier,
     train_loader: DataLoader,
-    val_loader: DataLoader,
+    val_loader: DataLoader | None,
     cfg: FinetuneConfig,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Fine-tune the trainable parameters; return one record per epoch.
 
     A record holds the epoch's running train loss/accuracy (over the batches as they
-    were
-    trained on) and the loss/accuracy on the whole validation set at the end of the
-    epoch.
+    were trained on) and, unless `val_loader` is None, the loss/accuracy on the whole
+    validation set at the end of the epoch.
     """
     device = next(classifier.parameters()).device
     schedule = cfg.schedule(len(train_loader))
@@ -409,14 +408,13 @@ def train_classifier(
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(-1) == y).sum().item()
             seen += len(y)
-        labels, predictions, val_loss = predict(classifier, val_loader)
         record = {
-            "epoch": epoch,
-            "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
-            "val_loss": val_loss,
-            "val_acc": (labels == predictions).float().mean().item(),
+            "epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen
         }
+        if val_loader is not None:
+            labels, predictions, val_loss = predict(classifier, val_loader)
+            val_acc = (labels == predictions).float().mean().item()
+            record |= {"val_loss": val_loss, "val_acc": val_acc}
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)

@@ -1,6 +1,6 @@
 """A GPT as an ONNX file, and its tokenizer as JSON, for runtimes outside PyTorch (the browser).
 
-Hand-written plumbing for chapter 8 and the book's live pages. `export_onnx` writes one
+Hand-written plumbing for chapter 9 and the book's live pages. `export_onnx` writes one
 self-contained ONNX file (protobuf, weights inside, no pickle): input `input_ids` (batch, seq)
 int64 with 1 <= seq <= block_size, output `logits` (batch, seq, vocab_size) float32. There is no
 KV cache: each step feeds the whole window again, which at the book model's 64-token context costs

@@ -20,7 +20,7 @@ from html import escape
 from itertools import pairwise
 from pathlib import Path
 
-from gpt2_core.evaluate import window_plan   # the diagram draws chapter 8's own plan
+from gpt2_core.evaluate import window_plan   # the diagram draws chapter 9's own plan
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "book" / "images"
@@ -455,7 +455,7 @@ def sliding_windows() -> Figure:
 
 
 def strided_windows() -> Figure:
-    """Chapter 8's sliding-window evaluation: overlapping windows, only new targets scored."""
+    """Chapter 9's sliding-window evaluation: overlapping windows, only new targets scored."""
     n_targets, T, S = 10, 4, 2
     plan = window_plan(n_targets, T, S)
     f = Figure("strided_windows", 720, 494, "Strided perplexity windows",

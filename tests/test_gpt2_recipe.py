@@ -1,4 +1,4 @@
-"""Chapter 9's GPT-2 124M recipe: its measured inputs come from the GPU benchmark's results, and the
+"""Chapter 10's GPT-2 124M recipe: its measured inputs come from the GPU benchmark's results, and the
 README shows the command the chapter prints."""
 
 import json
@@ -8,7 +8,7 @@ import nbformat
 
 from book_tools.nbexport import ROOT
 
-CHAPTER = ROOT / "chapters" / "09_scaling.ipynb"
+CHAPTER = ROOT / "chapters" / "10_scaling.ipynb"
 
 
 def recipe_cell() -> nbformat.NotebookNode:
