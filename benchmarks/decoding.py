@@ -153,7 +153,7 @@ def report(name: str, r: dict, args: argparse.Namespace) -> list[dict]:
     book, big = r["book_bpc"], r["gpt2_bpc"]
     print(f"int8 quality: book model {book[0]:.4f} -> {book[1]:.4f} bits/char ({book[1] / book[0] - 1:+.2%}); "
           f"random 124M {big[0]:.4f} -> {big[1]:.4f} ({big[1] / big[0] - 1:+.3%})")
-    setting = f"124M, batch 1, {args.prompt}-token prompt, {args.new} greedy tokens, {args.threads} threads, {name}"
+    setting = f"124M, batch 1, {args.prompt}-token prompt, {args.new} greedy tokens, {args.threads} thread{'s' if args.threads != 1 else ''}, {name}"
     bw = f"read bandwidth measured around each run ({min(r['bandwidths']) / 1e9:.1f} to {max(r['bandwidths']) / 1e9:.1f} GB/s)"
     return [
         {"metric": f"decoding tokens/s, default generate ({setting}): gpt2_core / transformers",

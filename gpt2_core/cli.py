@@ -13,6 +13,7 @@
     gpt2-core export runs/tiny exported/onnx --format onnx  # for onnxruntime, here or in a browser
     gpt2-core finetune-classifier runs/tiny --out runs/spam --epochs 3      # chapter 6: SMS spam
     gpt2-core finetune-instruct runs/ctx256 --out runs/instruct             # chapter 7: a 256-token context
+    gpt2-core finetune-preference runs/instruct --out runs/dpo              # chapter 8: DPO
 
 Each command is a `Command` in `COMMANDS`, registered with the `command` decorator: a new one is a
 function adding its arguments and a function running it. Mistakes a user can fix (bad paths,
@@ -35,7 +36,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from gpt2_core import __version__, classifier, data, instruct, pretrained
+from gpt2_core import __version__, classifier, data, instruct, preference, pretrained
 from gpt2_core import decode_cli
 from gpt2_core.arg_types import non_negative_int, positive_float, positive_int
 from gpt2_core import prepare as prepare_module
@@ -44,6 +45,7 @@ from gpt2_core.configs import config_from_dict
 from gpt2_core.errors import ConfigError, GPT2CoreError
 from gpt2_core.evaluate import score_text
 from gpt2_core.instruct import INSTRUCT_KIND, InstructConfig
+from gpt2_core.preference import PREFERENCE_KIND, PreferenceConfig
 from gpt2_core.loading import BOOK, load_model, read_text
 from gpt2_core.model import GPT2_SIZES, GPTConfig, flops_per_token
 from gpt2_core.pretrained import BOOK_RECIPE, PRETRAIN_KIND
@@ -398,7 +400,7 @@ def export(args: argparse.Namespace) -> None:
     print(f"exported {args.run} to {out}")
 
 
-# --- finetune-classifier (chapter 6) and finetune-instruct (chapter 7) ---------------------------
+# --- finetune-classifier (chapter 6), finetune-instruct (7) and finetune-preference (8) ---------
 def _finetune_classifier_arguments(p: argparse.ArgumentParser) -> None:
     default = ClassifierConfig(base=BOOK)
     p.add_argument("base", help=BASE_HELP)
@@ -476,6 +478,43 @@ def finetune_instruct(args: argparse.Namespace) -> None:
     print(f"response perplexity on the test split {test['response_perplexity_base']:.2f} -> "
           f"{test['response_perplexity']:.2f}; rule accuracy {rules['accuracy_base']:.1%} -> "
           f"{rules['accuracy']:.1%}; model in {run.model_dir}")
+
+
+def _finetune_preference_arguments(p: argparse.ArgumentParser) -> None:
+    default = PreferenceConfig(base=BOOK)
+    p.add_argument("base", help="the instruction model to start from: a finetune-instruct run "
+                                "directory (chapter 7's) or a model directory")
+    p.add_argument("--out", type=Path, required=True, help="run directory (absent or empty)")
+    p.add_argument("--config", type=Path, help="JSON file with PreferenceConfig's keys: an object "
+                                               "'train' (TrainConfig), beta, an object 'pairs' "
+                                               "(PairsConfig)")
+    p.add_argument("--max-steps", type=positive_int, help=f"default: {default.train.max_steps}")
+    p.add_argument("--lr", type=positive_float, help=f"peak learning rate (default: "
+                                                     f"{default.train.lr:g}); sets min_lr to lr/10")
+    p.add_argument("--batch-size", type=positive_int, help=f"pairs per step (default: "
+                                                           f"{default.train.batch_size})")
+    p.add_argument("--beta", type=positive_float, help=f"DPO's beta (default: {default.beta:g})")
+    p.add_argument("--seed", type=int, help=f"seed of the batches (default: {default.train.seed})")
+    p.add_argument("--device", help=DEVICE_HELP)
+
+
+@command("finetune-preference", "tune an instruction model on preference pairs with DPO "
+                                "(chapter 8)", _finetune_preference_arguments)
+def finetune_preference(args: argparse.Namespace) -> None:
+    cfg = overridden(load_config(args.config, PreferenceConfig(base=args.base)), {
+        "train.max_steps": args.max_steps, "train.lr": args.lr,
+        "train.min_lr": args.lr and args.lr / 10, "train.batch_size": args.batch_size,
+        "train.seed": args.seed, "beta": args.beta})
+    require_empty(args.out)
+    with created(args.out, PREFERENCE_KIND, cfg) as run, \
+            logging_to(run, cfg.train.max_steps, "finetune-preference") as on_log:
+        results = preference.finetune_preference(cfg, run, device=args.device, on_log=on_log)
+    pairs, rules = results.evaluations["held-out pairs"], results.evaluations["rule-checked"]
+    test = results.evaluations["test split"]
+    print(f"held-out pairs: reward accuracy {pairs['reward_accuracy']:.1%} over {pairs['pairs']} "
+          f"pairs; rule accuracy {rules['accuracy_base']:.1%} -> {rules['accuracy']:.1%}; "
+          f"KL from the reference {test['kl_from_reference']:.4f} nats/token; "
+          f"model in {run.model_dir}")
 
 
 # --- main --------------------------------------------------------------------------------------

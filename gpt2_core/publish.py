@@ -48,12 +48,21 @@ INSTRUCT_LIMITS = (
     "use its answers as fact or in any product. It inherits the biases of its base model's text and "
     "of the instruction data, and it was not evaluated for harmful content."
 )
+PREFERENCE_LIMITS = (
+    "For learning and experiments: it shows how preference tuning (DPO) changes an instruction model of "
+    "this size. Its preference pairs were made offline from reference answers and the model's own "
+    "sampled answers, not by people; a small model knows nothing reliable: do not use its answers as "
+    "fact or in any product. It inherits the biases of its base model's text and of the instruction "
+    "data, and it was not evaluated for harmful content."
+)
 # kind -> (what the card calls the model, its limits, its data set); other kinds are language
 # models trained on the data set their config names
 KINDS = {
     "finetune-classifier": ("text classifier", CLASSIFIER_LIMITS, "sms-spam"),
     "finetune-instruct": ("instruction-following language model", INSTRUCT_LIMITS,
                           "instruction-data"),
+    "finetune-preference": ("preference-tuned instruction-following language model",
+                            PREFERENCE_LIMITS, "instruction-data"),
 }
 
 

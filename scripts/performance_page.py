@@ -41,7 +41,8 @@ def render(results_dir: Path = RESULTS) -> str:
         gpu = f"{m['gpu']} and " if "gpu" in m else ""
         parts.append(f"\n## `benchmarks/{record['benchmark']}.py`\n\n"
                      f"Measured {record['date']} on {gpu}{m['cores']} CPU cores ({m['cpu']}), "
-                     f"{m['torch_threads']} torch threads, torch {m['torch']}.\n\n"
+                     f"{m['torch_threads']} torch thread{'s' if m['torch_threads'] != 1 else ''}, "
+                     f"torch {m['torch']}.\n\n"
                      "| figure | result | measured against |\n|---|---|---|\n")
         parts += [f"| {breakable(f['metric'])} | {f['value']} | {breakable(f['reference'])} |\n"
                   for f in record["figures"]]
