@@ -570,14 +570,7 @@ def finetune_instruct(
     base_perplexity = response_perplexity(model, examples.test, pad_id=pad)
     base_accuracy, _ = rule_eval(model, tokenizer, examples.rules)
     seed_everything(cfg.train.seed)
-    started = time.perf_counter()
-
-    def log_step(record: dict) -> None:
-        record = {**record, "elapsed_s": time.perf_counter() - started}
-        run.log(record)
-        if on_log is not None:
-            on_log(record)
-
+    started, log_step = time.perf_counter(), run.step_logger(on_log)
     log = finetune(model, examples.train, cfg.train, pad_id=pad,
                    mask_prompt=cfg.mask_prompt, val_examples=examples.val,
                    on_log=log_step)

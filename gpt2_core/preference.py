@@ -391,14 +391,7 @@ def finetune_preference(cfg: PreferenceConfig, run: Run, *,
     measure = dict(beta=cfg.beta, answer_tokens=cfg.pairs.answer_tokens)
     before, _ = evaluate_policy(reference, reference, pairs, tokenizer, **measure)
     seed_everything(cfg.train.seed)
-    started = time.perf_counter()
-
-    def log_step(record: dict) -> None:
-        record = {**record, "elapsed_s": time.perf_counter() - started}
-        run.log(record)
-        if on_log is not None:
-            on_log(record)
-
+    started, log_step = time.perf_counter(), run.step_logger(on_log)
     log = train_dpo(policy, reference, [encode_pair(p, tokenizer) for p in pairs.train],
                     cfg.train, beta=cfg.beta, pad_id=tokenizer.eot_token,
                     on_log=log_step)

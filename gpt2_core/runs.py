@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,19 @@ class Run:
         """A classifier run's class labels; None for a language model."""
         classifier = self.directory / CLASSIFIER_DIR / "classifier.json"
         return read_json(classifier)["labels"] if classifier.is_file() else None
+
+    def step_logger(self, on_log: Callable[[dict], None] | None = None) -> Callable[[dict], None]:
+        """A per-step callback: stamps a record with the seconds since this call ('elapsed_s'),
+        logs it to this run, then passes it to `on_log`."""
+        started = time.perf_counter()
+
+        def log_step(record: dict) -> None:
+            record = {**record, "elapsed_s": time.perf_counter() - started}
+            self.log(record)
+            if on_log is not None:
+                on_log(record)
+
+        return log_step
 
     def log(self, record: dict) -> None:
         """Append one step's record (it needs an integer 'step', larger than the last one) and flush."""

@@ -190,3 +190,18 @@ def test_model_card_of_a_classifier_run(tmp_path):
                  "do not use it to filter anyone's messages"):
         assert fact in card, fact
     assert "[[140" not in card.split("## Configuration")[0]          # lists stay in eval.json
+
+
+def test_step_logger_stamps_logs_and_forwards(tmp_path):
+    run = Run.create(tmp_path / "run", "pretrain", RECIPE)
+    seen = []
+    log_step = run.step_logger(seen.append)
+    log_step({"step": 1, "loss": 2.5})
+    log_step({"step": 2, "loss": 2.0})
+    records = run.metrics()
+    assert [r["loss"] for r in records] == [2.5, 2.0] and seen == records
+    assert 0 <= records[0]["elapsed_s"] <= records[1]["elapsed_s"]
+    with pytest.raises(RunError, match="step 2"):
+        log_step({"step": 2, "loss": 1.0})            # steps must increase
+    run.step_logger()({"step": 3, "loss": 1.5})       # no callback: logged only
+    assert [r["step"] for r in run.metrics()] == [1, 2, 3]
