@@ -84,7 +84,8 @@ def instruction_pairs(model: nn.Module, tokenizer: Tokenizer,
 
 
 def rule_pairs(model: nn.Module, tokenizer: Tokenizer,
-               items: Sequence[Mapping[str, str]], *, rounds: int, temperature: float, seed: int) -> list[Pair]:
+               items: Sequence[Mapping[str, str]], *, rounds: int, temperature: float,
+               seed: int) -> list[Pair]:
     """Chosen: the rule's answer; rejected: the first wrong answer the model sampled in
     `rounds` tries. Items it always answered right make no pair."""
     wrong: dict[int, str] = {}

@@ -468,7 +468,7 @@ def strided_windows() -> Figure:
                "and 7, ids[6:10] targets 8 and 9; its first T - S predictions were scored "
                "already and are only context. Every target is scored exactly once, and after "
                "the first window each with at least T - S = 2 tokens of context. The book uses "
-               "T = 64 and strides from 64 down to 2.")
+               "T = 64 and strides from 64 down to 4.")
     pitch, left = 44, 212
     col = [left + pitch * (i + 0.5) for i in range(n_targets + 1)]
     f.label(20, 22, f"window_plan({n_targets}, context={T}, stride={S}) = "
