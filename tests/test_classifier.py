@@ -210,6 +210,18 @@ def test_training_learns_and_is_deterministic(tokenizer):
     assert history_other != history
 
 
+
+def test_training_without_validation_trains_the_same(tokenizer):
+    """val_loader=None skips the per-epoch validation and changes nothing else."""
+    clf, history, _ = train_once(tokenizer)
+    again = tiny_classifier(3)
+    train = classification_loader(toy_examples(48)[:32], tokenizer, max_length=again.max_length,
+                                  batch_size=8, shuffle=True, seed=3)
+    bare = train_classifier(again, train, None, FinetuneConfig(epochs=3, lr=3e-3, seed=3))
+    assert [set(r) for r in bare] == [{"epoch", "train_loss", "train_acc"}] * 3
+    assert bare == [{k: r[k] for k in ("epoch", "train_loss", "train_acc")} for r in history]
+    assert all(torch.equal(a, b) for a, b in zip(clf.state_dict().values(), again.state_dict().values()))
+
 def test_metrics():
     # true:      ham ham ham ham spam spam spam
     # predicted: ham ham spam ham spam ham  ham  -> rows are true classes, columns predicted
