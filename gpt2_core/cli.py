@@ -54,10 +54,11 @@ from gpt2_core.runs import (
     Run,
     read_json,
 )
+from gpt2_core.parallel import rank_and_world
 from gpt2_core.publish import export_model
 from gpt2_core.runtime import pick_device
 from gpt2_core.shards import Shards
-from gpt2_core.train import TrainConfig, rank_and_world
+from gpt2_core.train import TrainConfig
 
 
 class UsageError(GPT2CoreError):

@@ -23,12 +23,13 @@ from gpt2_core import train as train_module
 from gpt2_core.corpora import brown_documents
 from gpt2_core.files import atomic_directory, sha256_of
 from gpt2_core.model import GPT, GPTConfig, from_pretrained
+from gpt2_core.parallel import Parallel
 from gpt2_core.publish import export_model, model_card
 from gpt2_core.runs import CARD_FILE, TOKENIZER_FILE, Run, RunError
 from gpt2_core.runtime import pick_device, seed_everything
 from gpt2_core.shards import MANIFEST, Shards, folder_tokenizer
 from gpt2_core.tokenizer import BPETokenizer, Tokenizer, gpt2_tokenizer
-from gpt2_core.train import TrainConfig, evaluate_loss, rank_and_world, train
+from gpt2_core.train import TrainConfig, evaluate_loss, train
 
 WEIGHTS_ENV = "GPT2_BOOK_WEIGHTS"
 CACHE_LAYOUT = "run directory 2"      # how a cached model is stored; part of its key
@@ -183,7 +184,8 @@ def pretrain(
     """
     run.check_config(PRETRAIN_KIND, recipe)
     corpus = prepare_corpus(recipe)
-    writer = rank_and_world()[0] == 0
+    runner = Parallel()                # one process or torchrun's many (chapter 10)
+    writer = runner.rank == 0
     saved = run.directory / TOKENIZER_FILE
     if not isinstance(corpus.tokenizer, BPETokenizer):
         pass                          # GPT-2's: known by its vocabulary size
@@ -206,8 +208,7 @@ def pretrain(
             on_log(record)
 
     train_log = train(model, corpus.train_ids, corpus.val_ids, recipe.train,
-                      out_dir=run.checkpoints, resume=True, on_log=log,
-                      windows=isinstance(corpus.train_ids, Shards))
+                      out_dir=run.checkpoints, resume=True, on_log=log, runner=runner)
     seconds = before + time.perf_counter() - started
     if not writer:
         return PretrainedModel(model.cpu().eval(), corpus.tokenizer, {"log": train_log})

@@ -4,19 +4,16 @@
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 from gpt2_core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from gpt2_core.shards import WindowReader
 
 
 @dataclass
@@ -24,7 +21,7 @@ class TrainConfig:
     """How to train: batch, optimiser, schedule, evaluation and checkpoints."""
 
     max_steps: int = 2000
-    # sequences per optimiser step, over all ranks and micro-steps
+    # sequences per optimiser step, over all processes and micro-steps
     batch_size: int = 16
     grad_accum_steps: int = 1       # micro-steps per optimiser step
     block_size: int = 64            # tokens per training sequence
@@ -41,9 +38,9 @@ class TrainConfig:
     # steps between checkpoints; 0: only at the end of train()
     checkpoint_interval: int = 0
     seed: int = 1337
-    # "bfloat16" runs the forward pass under autocast (CUDA)
-    dtype: str = "float32"
-    compile: bool = False           # torch.compile the model
+    # two switches for GPUs, taught in chapter 10 (see `Parallel` there)
+    dtype: str = "float32"          # or "bfloat16"
+    compile: bool = False
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "grad_accum_steps", "block_size",
@@ -184,11 +181,46 @@ def evaluate_loss(
 
 
 # %% chapters/04_pretraining.ipynb, cell dbe9f23d
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the number of processes (0 and 1 without torchrun)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+class OneProcess:
+    """How `train` runs by default: one process, random windows drawn from the step.
+
+    Chapter 10's `Parallel` has the same methods and runs the same loop on many
+    processes; `train` does not change.
+    """
+
+    rank, world = 0, 1
+
+    def prepare(
+        self, model: nn.Module, tokens: np.ndarray, cfg: TrainConfig
+    ) -> nn.Module:
+        """Remember the data; return the module the forward pass calls."""
+        if cfg.dtype != "float32" or cfg.compile:
+            raise ValueError(
+                f"OneProcess trains in float32, uncompiled; dtype={cfg.dtype!r} and "
+                f"compile={cfg.compile} need gpt2_core.parallel.Parallel"
+            )
+        self.tokens, self.cfg = tokens, cfg
+        return model
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """This process's inputs and targets for `step`: (B, T) each."""
+        starts = batch_starts(step, len(self.tokens), self.cfg)
+        return get_batch(self.tokens, starts, self.cfg.block_size)
+
+    def forward(self, last_micro_step: bool) -> AbstractContextManager:
+        """The context of one micro-step's forward pass."""
+        return nullcontext()
+
+    def total(self, loss_sum: Tensor) -> Tensor:
+        """The summed loss of every process."""
+        return loss_sum
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps to resume the batches: none, they follow the step."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`'s output."""
 
 
 def train(
@@ -201,26 +233,19 @@ def train(
     resume: bool = False,
     stop_at: int | None = None,
     on_log: Callable[[dict], None] | None = None,
-    windows: bool = False,
+    runner: OneProcess | None = None,
 ) -> list[dict]:
     """Train `model` in place for cfg.max_steps steps (or until `stop_at`); return the
-    step log.
-
-    `windows=True` reads each rank's own non-overlapping windows (gpt2_core.shards)
-    instead of random offsets shared by all ranks; the reader's position goes into the
-    checkpoint.
-    """
-    rank, world = rank_and_world()
-    if cfg.batch_size % (world * cfg.grad_accum_steps):
+    step log. `runner` says where the batches come from and how many processes share
+    them (default: `OneProcess()`)."""
+    runner = runner or OneProcess()
+    if cfg.batch_size % (runner.world * cfg.grad_accum_steps):
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by "
-                         f"{world} processes x {cfg.grad_accum_steps} micro-steps")
-    micro = cfg.batch_size // (world * cfg.grad_accum_steps)
+                         f"{runner.world} processes x {cfg.grad_accum_steps} micro-steps")
+    micro = cfg.batch_size // (runner.world * cfg.grad_accum_steps)
     device = next(model.parameters()).device
+    net = runner.prepare(model, train_tokens, cfg)
     optimizer = configure_optimizer(model, cfg)
-    reader = None
-    if windows:
-        reader = WindowReader(train_tokens, cfg.block_size, cfg.batch_size // world,
-                              seed=cfg.seed, rank=rank, world_size=world)
     step, log = 0, []
     if (
         resume
@@ -229,50 +254,23 @@ def train(
     ):
         state = load_checkpoint(checkpoint, model=model, optimizer=optimizer)
         step, log = state["step"], state["extra"]["log"]
-        if reader is not None:
-            reader.load_state_dict(state["extra"].get("data", {}))
-    ddp = DistributedDataParallel(model) if world > 1 else None
-    net = ddp or model
-    if cfg.compile:
-        net = torch.compile(net)
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if cfg.dtype == "bfloat16"
-        else nullcontext()
-    )
+        runner.load_state_dict(state["extra"].get("data", {}))
     end = cfg.max_steps if stop_at is None else min(stop_at, cfg.max_steps)
     model.train()
     while step < end:
         started = time.perf_counter()
         lr = lr_at(step, cfg)
         set_lr(optimizer, lr)
-        if reader is None:
-            # the same on every rank
-            starts = batch_starts(step, len(train_tokens), cfg)
-        else:
-            # this rank's (B / world, T + 1) windows; the reader moves on
-            rows = torch.from_numpy(reader.next_batch())
+        xs, ys = runner.batch(step)                           # (B / world, T) each
         loss_sum = torch.zeros((), device=device)
-        for micro_step in range(cfg.grad_accum_steps):
-            if reader is None:
-                first = (micro_step * world + rank) * micro
-                x, y = get_batch(
-                    train_tokens, starts[first:first + micro], cfg.block_size
-                )
-            else:
-                part = rows[micro_step * micro:(micro_step + 1) * micro]
-                x, y = part[:, :-1], part[:, 1:]
-            x, y = x.to(device), y.to(device)
-            last = micro_step == cfg.grad_accum_steps - 1
-            with (
-                ddp.no_sync() if ddp is not None and not last else nullcontext(),
-                autocast,
-            ):
+        for k in range(cfg.grad_accum_steps):
+            x = xs[k * micro:(k + 1) * micro].to(device)      # (micro, T)
+            y = ys[k * micro:(k + 1) * micro].to(device)
+            with runner.forward(last_micro_step=k == cfg.grad_accum_steps - 1):
                 loss = F.cross_entropy(net(x).flatten(0, 1).float(), y.flatten())
             (loss / cfg.grad_accum_steps).backward()
             loss_sum += loss.detach()
-        if world > 1:
-            dist.all_reduce(loss_sum)
+        loss_sum = runner.total(loss_sum)
         grad_norm = optimizer_step(model, optimizer, cfg.grad_clip)
         step += 1
         # waits until a GPU has finished the step
@@ -280,7 +278,7 @@ def train(
         seconds = time.perf_counter() - started
         record = {
             "step": step,
-            "loss": loss_value / (cfg.grad_accum_steps * world),
+            "loss": loss_value / (cfg.grad_accum_steps * runner.world),
             "lr": lr,
             "grad_norm": norm_value,
             "tokens_per_s": cfg.batch_size * cfg.block_size / seconds,
@@ -293,17 +291,17 @@ def train(
             )
             record["val_loss"] = total / count
         log.append(record)
-        if on_log is not None and rank == 0:
+        if on_log is not None and runner.rank == 0:
             on_log(record)
         interval_hit = cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0
-        if out_dir is not None and rank == 0 and (interval_hit or step == end):
+        if out_dir is not None and runner.rank == 0 and (interval_hit or step == end):
+            position = runner.state_dict()
             save_checkpoint(
                 out_dir,
                 model=model,
                 optimizer=optimizer,
                 step=step,
                 config={"train": asdict(cfg), "model": asdict(model.config)},
-                extra={"log": log}
-                | ({"data": reader.state_dict()} if reader is not None else {}),
+                extra={"log": log} | ({"data": position} if position else {}),
             )
     return log

@@ -7,6 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from gpt2_core.model import GPT, GPTConfig
+from gpt2_core.parallel import Parallel
 from gpt2_core.runtime import seed_everything
 from gpt2_core.train import TrainConfig, train
 
@@ -21,7 +22,7 @@ def run(rank: int, world: int, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     seed_everything(0 + 100 * rank)                  # rank 0's weights are broadcast to the others
     model = GPT(CONFIG)
-    log = train(model, TOKENS, TOKENS, TRAIN)
+    log = train(model, TOKENS, TOKENS, TRAIN, runner=Parallel())
     if rank == 0:
         torch.save({"losses": [r["loss"] for r in log], "val": [r.get("val_loss") for r in log],
                     "weights": {k: v.clone() for k, v in model.state_dict().items()}}, out)

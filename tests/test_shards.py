@@ -12,6 +12,7 @@ from gpt2_core.errors import CheckpointError
 from gpt2_core.model import GPT, GPTConfig
 from gpt2_core.runtime import seed_everything
 from gpt2_core.tokenizer import BPETokenizer
+from gpt2_core.parallel import Parallel
 from gpt2_core.train import TrainConfig, train
 
 VOCAB = 300
@@ -136,7 +137,7 @@ def losses(log: list[dict]) -> list[float]:
 
 
 def test_training_from_windows_resumes_bit_exactly_and_saves_the_reader(folder, tmp_path, one_thread):
-    """train(windows=True) reads the WindowReader's batches; a run killed after 4 steps and resumed
+    """train with a Parallel runner on shards reads the WindowReader's batches; a run killed after 4 steps and resumed
     from its checkpoint (the data position in it) ends with the losses and weights of a straight run."""
     config = GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.1)
     cfg = TrainConfig(max_steps=8, batch_size=4, grad_accum_steps=2, block_size=8, warmup_steps=1,
@@ -144,14 +145,14 @@ def test_training_from_windows_resumes_bit_exactly_and_saves_the_reader(folder, 
     tokens, val = shards.Shards(folder), shards.Shards(folder, "val")
     seed_everything(0)
     straight_model = GPT(config)
-    straight = train(straight_model, tokens, val, cfg, windows=True)
+    straight = train(straight_model, tokens, val, cfg, runner=Parallel(windows=True))
     seed_everything(0)
-    train(GPT(config), tokens, val, cfg, windows=True, out_dir=tmp_path, stop_at=4)
+    train(GPT(config), tokens, val, cfg, runner=Parallel(windows=True), out_dir=tmp_path, stop_at=4)
     state = json.loads((tmp_path / "ckpt-0000004" / "state.json").read_text())
     assert state["extra"]["data"] == {**shards.WindowReader(tokens, 8, 4, seed=5).state_dict(), "step": 4}
     seed_everything(123)                            # another process: other RNG states
     resumed_model = GPT(config)
-    resumed = train(resumed_model, tokens, val, cfg, windows=True, out_dir=tmp_path, resume=True)
+    resumed = train(resumed_model, tokens, val, cfg, runner=Parallel(windows=True), out_dir=tmp_path, resume=True)
     assert losses(resumed) == losses(straight)
     assert all(torch.equal(a, b) for a, b in zip(straight_model.parameters(), resumed_model.parameters()))
     # the windows are the reader's, not the random offsets of an array
@@ -165,8 +166,8 @@ def test_resuming_windows_from_a_checkpoint_of_another_reader_is_refused(folder,
     tokens, val = shards.Shards(folder), shards.Shards(folder, "val")
     train(GPT(config), tokens, val, cfg, out_dir=tmp_path / "plain")
     with pytest.raises(CheckpointError, match="holds no reader position"):
-        train(GPT(config), tokens, val, cfg, windows=True, out_dir=tmp_path / "plain", resume=True)
-    train(GPT(config), tokens, val, cfg, windows=True, out_dir=tmp_path / "windows")
+        train(GPT(config), tokens, val, cfg, runner=Parallel(windows=True), out_dir=tmp_path / "plain", resume=True)
+    train(GPT(config), tokens, val, cfg, runner=Parallel(windows=True), out_dir=tmp_path / "windows")
     with pytest.raises(CheckpointError, match="seed 1337 != 7"):
-        train(GPT(config), tokens, val, replace(cfg, seed=7), windows=True, out_dir=tmp_path / "windows",
+        train(GPT(config), tokens, val, replace(cfg, seed=7), runner=Parallel(windows=True), out_dir=tmp_path / "windows",
               resume=True)

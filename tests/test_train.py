@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from gpt2_core.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from gpt2_core.model import GPT, GPTConfig
+from gpt2_core.parallel import Parallel
 from gpt2_core.runtime import seed_everything
 from gpt2_core.train import (TrainConfig, batch_starts, configure_optimizer, evaluate_loss, get_batch, lr_at,
                              train)
@@ -156,3 +157,24 @@ def test_checkpoint_of_another_architecture_names_the_keys(tmp_path):
 def test_bad_configs_are_rejected(overrides, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**overrides)
+
+
+@pytest.mark.parametrize("overrides", [dict(dtype="bfloat16"), dict(compile=True)])
+def test_the_default_runner_refuses_what_only_parallel_does(overrides):
+    with pytest.raises(ValueError, match="need gpt2_core.parallel.Parallel"):
+        train(fresh_model(), TOKENS, TOKENS, tiny_cfg(**overrides))
+
+
+def test_parallel_on_one_process_is_the_default_runner_bit_for_bit(tmp_path):
+    """One process, float32, an array: Parallel's batches, losses and weights are OneProcess's."""
+    cfg = tiny_cfg(grad_accum_steps=2, eval_interval=6)
+    plain_model, parallel_model = fresh_model(), fresh_model()
+    seed_everything(1)                               # dropout draws the same masks in both runs
+    plain = train(plain_model, TOKENS, TOKENS, cfg)
+    seed_everything(1)
+    parallel = train(parallel_model, TOKENS, TOKENS, cfg, runner=Parallel(), out_dir=tmp_path)
+    assert [r["loss"] for r in parallel] == [r["loss"] for r in plain]
+    assert [r.get("val_loss") for r in parallel] == [r.get("val_loss") for r in plain]
+    assert all(torch.equal(a, b) for a, b in zip(plain_model.parameters(), parallel_model.parameters()))
+    state = load_checkpoint(latest_checkpoint(tmp_path), model=fresh_model())
+    assert "data" not in state["extra"]              # random offsets: no reader position to keep
