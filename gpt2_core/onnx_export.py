@@ -65,7 +65,7 @@ class _LogitsOnly(nn.Module):
 @contextlib.contextmanager
 def _plain_linears(model: nn.Module) -> Iterator[None]:
     """Turn decode_layout's DecodeLinear modules back into nn.Linear while the model is traced."""
-    from gpt2_core.generate import DecodeLinear
+    from gpt2_core.layout import DecodeLinear
 
     changed = [m for m in model.modules() if isinstance(m, DecodeLinear)]
     for module in changed:

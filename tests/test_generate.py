@@ -6,9 +6,11 @@ import pytest
 import torch
 
 import gpt2_core.generate as generate_module
-from gpt2_core.generate import (DecodeLinear, GenerationConfig, KVCache, LogitsProcessor, MinP, NoRepeatNGram,
-                                RepetitionPenalty, Temperature, TopK, TopP, apply_processors, decode_layout,
-                                generate, left_pad, next_token_logits, positions, stream)
+import gpt2_core.layout as layout_module
+from gpt2_core.generate import (GenerationConfig, KVCache, LogitsProcessor, MinP, NoRepeatNGram, RepetitionPenalty,
+                                Temperature, TopK, TopP, apply_processors, generate, left_pad, next_token_logits,
+                                positions, stream)
+from gpt2_core.layout import DecodeLinear, decode_layout
 from gpt2_core.model import GPT, GPTConfig, from_pretrained
 
 SHAPES = {  # name: (n_layer, n_head, n_embd, block_size, vocab_size)
@@ -462,11 +464,11 @@ def test_playground_settings_are_checked(byte_model):
 def forced_plans(monkeypatch):
     """A fresh PLANS table, so that a test can force each kernel in turn."""
     plans = {}
-    monkeypatch.setattr(generate_module, "PLANS", plans)
+    monkeypatch.setattr(layout_module, "PLANS", plans)
     return plans
 
 
-@pytest.mark.parametrize("kernel", sorted(generate_module.KERNELS))
+@pytest.mark.parametrize("kernel", sorted(layout_module.KERNELS))
 def test_every_kernel_decodes_as_the_weights_as_stored(kernel, forced_plans):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, block_size=40, n_layer=2, n_head=2, n_embd=32)).eval()
@@ -475,28 +477,28 @@ def test_every_kernel_decodes_as_the_weights_as_stored(kernel, forced_plans):
     plain = generate(model, prompts, 10, tune_layout=False)
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
-            forced_plans[generate_module.plan_key(m.weight)] = kernel
+            forced_plans[layout_module.plan_key(m.weight)] = kernel
     tuned = generate(model, prompts, 10)
     assert tuned.sequences == plain.sequences
     assert list(stream(model, prompts[0], 10, do_sample=True, seed=3)) == \
         generate(model, prompts[0], 10, do_sample=True, seed=3, tune_layout=False).sequences[0]
     assert generate(model, prompts[0], 6, num_beams=3).sequences == \
         generate(model, prompts[0], 6, num_beams=3, tune_layout=False).sequences
-    assert all(type(m) is not generate_module.TunedLinear for m in model.modules())   # restored
+    assert all(type(m) is not layout_module.TunedLinear for m in model.modules())   # restored
     for k, v in model.state_dict().items():   # the model's own tensors are untouched
         assert torch.equal(v, state[k][0]) and (v.stride(), v.data_ptr()) == state[k][1:], k
 
 
 def test_tune_layout_measures_each_shape_once_per_process(forced_plans, monkeypatch):
     calls = []
-    measure = generate_module.measure
-    monkeypatch.setattr(generate_module, "measure", lambda modules: calls.append(len(modules)) or measure(modules))
+    measure = layout_module.measure
+    monkeypatch.setattr(layout_module, "measure", lambda modules: calls.append(len(modules)) or measure(modules))
     model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
-    plan = generate_module.tune_layout(model)
+    plan = layout_module.tune_layout(model)
     assert set(plan) == {"48 x 16", "16 x 16", "64 x 16", "16 x 64", "50 x 16"}
-    assert set(plan.values()) <= set(generate_module.KERNELS)
+    assert set(plan.values()) <= set(layout_module.KERNELS)
     assert sorted(calls) == [1, 2, 2, 2, 2]       # the head once, the other shapes once per layer
-    generate_module.tune_layout(model)
+    layout_module.tune_layout(model)
     generate(GPT(model.config).eval(), [1, 2], 3)  # another model of the same shapes
     assert len(calls) == 5
 
@@ -504,10 +506,10 @@ def test_tune_layout_measures_each_shape_once_per_process(forced_plans, monkeypa
 def test_tuned_layers_train_exactly_as_nn_linear(forced_plans):
     torch.manual_seed(0)
     layer = torch.nn.Linear(16, 8)
-    forced_plans[generate_module.plan_key(layer.weight)] = "transposed, split"
+    forced_plans[layout_module.plan_key(layer.weight)] = "transposed, split"
     x = torch.randn(2, 16)
-    with generate_module.tuned(torch.nn.Sequential(layer)):
-        assert type(layer) is generate_module.TunedLinear
+    with layout_module.tuned(torch.nn.Sequential(layer)):
+        assert type(layer) is layout_module.TunedLinear
         y = layer(x)                                   # autograd on: exactly F.linear
         assert torch.equal(y, torch.nn.functional.linear(x, layer.weight, layer.bias))
         y.sum().backward()

@@ -16,7 +16,7 @@ import regex
 import torch
 
 from gpt2_core.cli import main
-from gpt2_core.generate import DecodeLinear, decode_layout
+from gpt2_core.layout import DecodeLinear, decode_layout
 from gpt2_core.model import GPT, GPTConfig, save_pretrained
 from gpt2_core.onnx_export import (
     ONNX_FILE,
