@@ -57,7 +57,7 @@ from gpt2_core.runs import (
 from gpt2_core.parallel import rank_and_world
 from gpt2_core.publish import export_model
 from gpt2_core.runtime import pick_device
-from gpt2_core.shards import Shards
+from gpt2_core.shards import Shards, is_prepared
 from gpt2_core.train import TrainConfig
 
 
@@ -212,7 +212,7 @@ def pretrain_recipe(args: argparse.Namespace) -> pretrained.Recipe:
                                       for f in dataclasses.fields(TrainConfig)})
     dataset = recipe.dataset if args.data is None else args.data
     vocab_size = recipe.vocab_size
-    if pretrained.shard_folder(dataset):
+    if is_prepared(dataset):
         dataset = str(Path(dataset).resolve())        # ./data, data/ and a link: one recipe
         vocab_size = Shards(dataset, "train").vocab_size
     model = recipe.model
@@ -226,7 +226,7 @@ def pretrain_recipe(args: argparse.Namespace) -> pretrained.Recipe:
                          train=train)
     except ValueError as e:
         raise ConfigError(f"invalid options: {e}") from None
-    if pretrained.shard_folder(dataset):
+    if is_prepared(dataset):
         _check_splits(recipe)
     return recipe
 

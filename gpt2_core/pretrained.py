@@ -27,7 +27,7 @@ from gpt2_core.parallel import Parallel
 from gpt2_core.publish import export_model, model_card
 from gpt2_core.runs import CARD_FILE, TOKENIZER_FILE, Run, RunError
 from gpt2_core.runtime import pick_device, seed_everything
-from gpt2_core.shards import MANIFEST, Shards, folder_tokenizer
+from gpt2_core.shards import MANIFEST, is_prepared, open_prepared
 from gpt2_core.tokenizer import BPETokenizer, Tokenizer, gpt2_tokenizer
 from gpt2_core.train import TrainConfig, evaluate_loss, train
 
@@ -36,29 +36,24 @@ CACHE_LAYOUT = "run directory 2"      # how a cached model is stored; part of it
 PRETRAIN_KIND = "pretrain"            # the kind of run pretrain() records
 
 
-def shard_folder(dataset: str) -> bool:
-    """Whether `dataset` names a folder written by `gpt2-core prepare`."""
-    return (Path(dataset) / MANIFEST).is_file()
-
-
 @dataclass(frozen=True)
 class Recipe:
     """Everything that determines a pretrained model: data, tokenizer, model and
     training."""
 
-    # a registered data set, or a folder of token shards (`gpt2-core prepare`)
+    # a registered data set, or a folder `gpt2-core prepare` wrote (chapter 10)
     dataset: str = "tinyshakespeare"
-    # of a registered text; both values are ignored for a folder of shards
+    # of a registered text; both values are ignored for a prepared folder
     train_fraction: float = 0.9
     vocab_size: int = 1024      # of the BPE trained on it
     model: GPTConfig = field(default_factory=GPTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        if self.dataset not in data.REGISTRY and not shard_folder(self.dataset):
+        if self.dataset not in data.REGISTRY and not is_prepared(self.dataset):
             registered = ", ".join(sorted(data.REGISTRY))
             raise ValueError(f"dataset {self.dataset!r} is neither a registered data "
-                             f"set ({registered}) nor a folder of shards")
+                             f"set ({registered}) nor a prepared folder")
         if not 0 < self.train_fraction < 1:
             raise ValueError(
                 f"train_fraction must be in (0, 1), got {self.train_fraction}"
@@ -96,9 +91,9 @@ class Corpus:
     text."""
 
     tokenizer: Tokenizer
-    train_ids: np.ndarray | Shards
-    val_ids: np.ndarray | Shards
-    val_text: str | None            # None for shards
+    train_ids: np.ndarray           # or a prepared folder's tokens (chapter 10)
+    val_ids: np.ndarray
+    val_text: str | None            # None for a prepared folder
     # characters covered by the predicted validation tokens (0: not known)
     val_chars: int
 
@@ -120,19 +115,12 @@ def split_text(recipe: Recipe) -> tuple[str, str]:
 
 def prepare_corpus(recipe: Recipe) -> Corpus:
     """Split the recipe's text, train its BPE on the training part, and encode both
-    parts; or open its folder of shards."""
-    if shard_folder(recipe.dataset):
-        train_ids = Shards(recipe.dataset, "train")
-        if train_ids.vocab_size > recipe.model.vocab_size:
-            raise ValueError(f"{recipe.dataset}: token ids up to "
-                             f"{train_ids.vocab_size - 1} do not fit "
-                             f"model.vocab_size={recipe.model.vocab_size}")
-        val_ids = Shards(recipe.dataset, "val")
-        if len(val_ids) < recipe.train.block_size + 1:
-            raise ValueError(f"{recipe.dataset}: the val split has {len(val_ids):,} "
-                             f"tokens, fewer than one window of block_size + 1 = "
-                             f"{recipe.train.block_size + 1}")
-        return Corpus(folder_tokenizer(recipe.dataset), train_ids, val_ids, None, 0)
+    parts; or open the folder `gpt2-core prepare` wrote."""
+    if is_prepared(recipe.dataset):                 # token ids on disk (chapter 10)
+        tokenizer, train_ids, val_ids = open_prepared(
+            recipe.dataset, recipe.model.vocab_size, recipe.train.block_size
+        )
+        return Corpus(tokenizer, train_ids, val_ids, None, 0)
     train_text, val_text = split_text(recipe)
     tokenizer = BPETokenizer.train(
         train_text, recipe.vocab_size, name=f"{recipe.dataset}-{recipe.vocab_size}"
@@ -156,7 +144,7 @@ def recipe_key(recipe: Recipe) -> str:
     """Content hash of a recipe, its data, the code that trains it and the cache
     layout."""
     digest = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
-    if shard_folder(recipe.dataset):
+    if is_prepared(recipe.dataset):
         digest.update(sha256_of(Path(recipe.dataset) / MANIFEST).encode())
     else:
         digest.update(data.REGISTRY[recipe.dataset].sha256.encode())

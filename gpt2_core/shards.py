@@ -127,6 +127,25 @@ def folder_tokenizer(folder: str | Path) -> Tokenizer:
     return BPETokenizer.load(Path(folder) / file) if file else gpt2_tokenizer()
 
 
+def is_prepared(dataset: str | Path) -> bool:
+    """Whether `dataset` names a folder written by `gpt2-core prepare`."""
+    return (Path(dataset) / MANIFEST).is_file()
+
+
+def open_prepared(folder: str | Path, vocab_size: int, block_size: int
+                  ) -> tuple[Tokenizer, Shards, Shards]:
+    """A prepared folder's tokenizer and its train and val splits, checked against a model of
+    `vocab_size` tokens trained on windows of `block_size` + 1 tokens."""
+    train, val = Shards(folder, "train"), Shards(folder, "val")
+    if train.vocab_size > vocab_size:
+        raise ValueError(f"{folder}: token ids up to {train.vocab_size - 1} do not fit "
+                         f"model.vocab_size={vocab_size}")
+    if len(val) < block_size + 1:
+        raise ValueError(f"{folder}: the val split has {len(val):,} tokens, fewer than one "
+                         f"window of block_size + 1 = {block_size + 1}")
+    return folder_tokenizer(folder), train, val
+
+
 class Shards:
     """One split of a prepared folder, memory-mapped, read as one array of `len(self)` tokens.
 

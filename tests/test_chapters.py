@@ -343,3 +343,30 @@ def test_timed_assertion_check_on_a_sample():
     assert timed_assertions(source) == ["assert train_seconds < 60",
                                         "assert time.perf_counter() - t0 < 5",
                                         "assert 300 > cpu_seconds / threads"]
+
+
+# What chapter 10 (scaling) and the hand-written gpt2_core.layout (CPU kernels) own: the lessons of
+# chapter 4 (the training loop) and chapter 5 (decoding) hold none of it in their code.
+SCALING_CODE = re.compile(r"DistributedDataParallel|no_sync|all_reduce|torch\.autocast|torch\.compile\("
+                          r"|WindowReader|\bShards\b|MKL_|split_inputs|TunedLinear|DecodeLinear")
+
+
+def scaling_code(notebook: Path) -> list[str]:
+    nb = nbformat.read(notebook, as_version=4)
+    return [f"{notebook.name}: cell {i}: {m.group(0)}" for i, cell in enumerate(nb.cells)
+            if cell.cell_type == "code" for m in SCALING_CODE.finditer(cell.source)]
+
+
+@pytest.mark.parametrize("stem", ["04_pretraining", "05_decoding"])
+def test_training_and_decoding_chapters_hold_no_scaling_or_kernel_code(stem):
+    assert not scaling_code(ROOT / "chapters" / f"{stem}.ipynb")
+
+
+def test_scaling_code_check_on_a_sample(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("net = DistributedDataParallel(model)"),
+                nbformat.v4.new_code_cell("x = 1  # nothing to see")]
+    path = tmp_path / "sample.ipynb"
+    nbformat.write(nb, path)
+    assert scaling_code(path) == ["sample.ipynb: cell 0: DistributedDataParallel"]
+    assert scaling_code(ROOT / "chapters" / "10_scaling.ipynb")      # where it lives
