@@ -10,7 +10,7 @@ export GPT2_CORE_MIRROR ?= $(SHARED_DATA)
 endif
 export PYTHONHASHSEED := 0
 
-.PHONY: book test unit nbval nbval-portable nbval-both export-check book-strict browser-test lab notebooks export landing-page bench lock clean
+.PHONY: book test unit nbval nbval-portable export-check book-strict browser-test lab notebooks export landing-page bench lock clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
@@ -22,7 +22,7 @@ book: $(STAMP) landing-page
 	$(BIN)/jupyter-book build . --quiet
 	@echo "The book is at file://$(abspath _build/html/index.html)"
 
-test: $(STAMP) unit export-check nbval-both book-strict browser-test
+test: $(STAMP) unit export-check nbval nbval-portable book-strict browser-test
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
@@ -39,22 +39,6 @@ nbval: $(STAMP)
 nbval-portable: $(STAMP)
 	switches=$$($(BIN)/python scripts/float_paths.py --env) && cache=$$(mktemp -d) && \
 		trap 'rm -rf "$$cache"' EXIT && env $$switches GPT2_CORE_CACHE="$$cache" $(NBVAL)
-
-# Both nbval runs at once, each with half the cores (one each on two cores): a notebook spends much
-# of its time in small single-threaded steps, so two runs side by side finish sooner than one after
-# the other. Each run's log is printed when both have finished; either failing fails the target.
-HALF_CORES := $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n / 2 > 0 ? n / 2 : 1 )))
-nbval-both: $(STAMP)
-	@logs=$$(mktemp -d) && trap 'rm -rf "$$logs"' EXIT && \
-	export GPT2_THREADS=$(HALF_CORES) OMP_NUM_THREADS=$(HALF_CORES) MKL_NUM_THREADS=$(HALF_CORES) && \
-	{ $(MAKE) --no-print-directory nbval > "$$logs/nbval.log" 2>&1; echo $$? > "$$logs/nbval.rc"; } & \
-	{ $(MAKE) --no-print-directory nbval-portable > "$$logs/portable.log" 2>&1; \
-	  echo $$? > "$$logs/portable.rc"; } & \
-	wait; \
-	for leg in nbval portable; do \
-		echo "=== make $$leg (exit $$(cat $$logs/$$leg.rc))"; tail -n 60 "$$logs/$$leg.log"; \
-	done; \
-	test "$$(cat $$logs/nbval.rc)" = 0 && test "$$(cat $$logs/portable.rc)" = 0
 
 export-check: $(STAMP)
 	$(BIN)/python -m book_tools.nbexport --check
